@@ -1,0 +1,283 @@
+// Fused convolutions: one oneDNN convolution kernel with a post-op list serves every
+// conv{2,3}d[_activation|_sum[_relu]] op. The schemas are at the bottom, next to their post-ops.
+#include "ops/onednn.h"
+
+#include <torch/library.h>
+
+namespace jitfuse {
+namespace {
+
+using onednn::PostOp;
+using onednn::PostOps;
+using dnnl::algorithm;
+
+struct ConvPrimitive : onednn::CachedPrimitive {
+  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward prim;
+  explicit ConvPrimitive(dnnl::convolution_forward::primitive_desc p) : pd(std::move(p)), prim(pd) {}
+};
+
+std::vector<int64_t> expand(at::IntArrayRef v, int64_t n, const char* what) {
+  TORCH_CHECK(v.size() == 1 || static_cast<int64_t>(v.size()) == n, "jitfuse conv: ", what,
+              " must have 1 or ", n, " elements, got ", v.size());
+  return v.size() == 1 ? std::vector<int64_t>(n, v[0]) : v.vec();
+}
+
+// Everything about a call that is not data: shapes, types and attributes, checked like ATen does.
+struct ConvParams {
+  int64_t spatial;
+  std::vector<int64_t> stride, padding, dilation, out_sizes;
+  int64_t groups;
+  at::ScalarType compute_type;
+};
+
+ConvParams check_conv(int64_t spatial, const at::Tensor& input, const at::Tensor& weight,
+                      const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                      at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  const int64_t rank = spatial + 2;
+  TORCH_CHECK(input.device().is_cpu() && weight.device().is_cpu(),
+              "jitfuse conv: expected CPU tensors");
+  TORCH_CHECK(input.layout() == at::kStrided && weight.layout() == at::kStrided,
+              "jitfuse conv: expected strided tensors");
+  TORCH_CHECK(input.dim() == rank, "jitfuse conv", spatial, "d: expected a ", rank,
+              "-D input, got ", input.dim(), "-D of shape ", input.sizes());
+  TORCH_CHECK(weight.dim() == rank, "jitfuse conv", spatial, "d: expected a ", rank,
+              "-D weight, got ", weight.dim(), "-D");
+  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kBFloat16,
+              "jitfuse conv: expected float32 or bfloat16 input, got ", input.scalar_type());
+  TORCH_CHECK(weight.scalar_type() == input.scalar_type(), "jitfuse conv: input (",
+              input.scalar_type(), ") and weight (", weight.scalar_type(),
+              ") must have the same dtype");
+  TORCH_CHECK(groups > 0, "jitfuse conv: groups must be positive, got ", groups);
+  const int64_t out_channels = weight.size(0);
+  TORCH_CHECK(out_channels % groups == 0, "jitfuse conv: out_channels (", out_channels,
+              ") must be divisible by groups (", groups, ")");
+  TORCH_CHECK(input.size(1) == weight.size(1) * groups, "jitfuse conv: expected input ",
+              input.sizes(), " to have ", weight.size(1) * groups, " channels, but got ",
+              input.size(1), " channels instead");
+  if (bias && bias->defined()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == out_channels,
+                "jitfuse conv: expected bias of shape [", out_channels, "], got ", bias->sizes());
+    TORCH_CHECK(bias->scalar_type() == at::kFloat || bias->scalar_type() == input.scalar_type(),
+                "jitfuse conv: unsupported bias dtype ", bias->scalar_type());
+  }
+  ConvParams p;
+  p.spatial = spatial;
+  p.groups = groups;
+  p.stride = expand(stride, spatial, "stride");
+  p.padding = expand(padding, spatial, "padding");
+  p.dilation = expand(dilation, spatial, "dilation");
+  p.out_sizes = {input.size(0), out_channels};
+  for (int64_t i = 0; i < spatial; ++i) {
+    TORCH_CHECK(p.stride[i] > 0 && p.dilation[i] > 0 && p.padding[i] >= 0,
+                "jitfuse conv: stride and dilation must be positive, padding non-negative");
+    const int64_t in = input.size(i + 2) + 2 * p.padding[i];
+    const int64_t k = p.dilation[i] * (weight.size(i + 2) - 1) + 1;
+    TORCH_CHECK(in >= k, "jitfuse conv: calculated padded input size per channel (", in,
+                ") is smaller than the dilated kernel size (", k, ")");
+    p.out_sizes.push_back((in - k) / p.stride[i] + 1);
+  }
+  p.compute_type = input.scalar_type() == at::kBFloat16 && !onednn::native_bf16()
+                       ? at::kFloat
+                       : input.scalar_type();
+  return p;
+}
+
+std::vector<int64_t> grouped_weight_dims(const at::Tensor& w, int64_t groups) {
+  auto dims = w.sizes().vec();
+  if (groups == 1) return dims;
+  dims[0] /= groups;
+  dims.insert(dims.begin(), groups);
+  return dims;
+}
+
+std::shared_ptr<ConvPrimitive> conv_primitive(const ConvParams& p, const at::Tensor& input,
+                                              const at::Tensor& weight,
+                                              const at::Tensor& bias, const PostOps& post) {
+  onednn::Key key;
+  key << std::string("conv") << input << weight << (bias.defined() ? bias.sizes() : at::IntArrayRef{})
+      << p.stride << p.padding << p.dilation << p.groups
+      << std::string(c10::toString(p.compute_type)) << post;
+  auto made = onednn::cached_primitive(key, [&]() -> std::shared_ptr<onednn::CachedPrimitive> {
+    const auto dt = onednn::data_type(p.compute_type);
+    auto src = onednn::any_desc(input.sizes(), p.compute_type);
+    auto wei = dnnl::memory::desc(grouped_weight_dims(weight, p.groups), dt,
+                                  dnnl::memory::format_tag::any);
+    auto dst = onednn::any_desc(p.out_sizes, p.compute_type);
+    dnnl::memory::dims dil(p.dilation.begin(), p.dilation.end());
+    for (auto& d : dil) d -= 1;  // oneDNN counts the gaps
+    auto attr = onednn::make_attr(post);
+    const auto& eng = onednn::engine();
+    using pd_t = dnnl::convolution_forward::primitive_desc;
+    auto pd = bias.defined()
+                  ? pd_t(eng, dnnl::prop_kind::forward_inference, algorithm::convolution_direct,
+                         src, wei, onednn::plain_desc(bias), dst, p.stride, dil, p.padding,
+                         p.padding, attr)
+                  : pd_t(eng, dnnl::prop_kind::forward_inference, algorithm::convolution_direct,
+                         src, wei, dst, p.stride, dil, p.padding, p.padding, attr);
+    return std::make_shared<ConvPrimitive>(std::move(pd));
+  });
+  return std::static_pointer_cast<ConvPrimitive>(made);
+}
+
+// A torch tensor whose memory is exactly `md`, in the first of `formats` that fits; undefined if
+// oneDNN chose a blocked layout.
+at::Tensor tensor_for(const dnnl::memory::desc& md, at::IntArrayRef sizes, at::ScalarType dtype,
+                      std::initializer_list<at::MemoryFormat> formats) {
+  for (auto f : formats) {
+    auto t = at::empty(sizes, at::TensorOptions().dtype(dtype).memory_format(f));
+    if (onednn::plain_desc(t) == md) return t;
+  }
+  return {};
+}
+
+at::Tensor conv_forward(int64_t spatial, const at::Tensor& input, const at::Tensor& weight,
+                        const std::optional<at::Tensor>& bias_opt, at::IntArrayRef stride,
+                        at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                        const PostOps& post, const at::Tensor* other = nullptr) {
+  const auto p = check_conv(spatial, input, weight, bias_opt, stride, padding, dilation, groups);
+  const auto user_format = input.suggest_memory_format();
+  if (other) {
+    TORCH_CHECK(other->scalar_type() == input.scalar_type(), "jitfuse conv_sum: other (",
+                other->scalar_type(), ") must have the input's dtype (", input.scalar_type(), ")");
+    TORCH_CHECK(at::infer_size(other->sizes(), p.out_sizes) == p.out_sizes,
+                "jitfuse conv_sum: other of shape ", other->sizes(),
+                " does not broadcast to the convolution output ", at::IntArrayRef(p.out_sizes));
+  }
+  if (input.numel() == 0 || c10::multiply_integers(p.out_sizes) == 0)
+    return at::empty(p.out_sizes, input.options().memory_format(user_format));
+
+  at::Tensor bias;
+  if (bias_opt && bias_opt->defined())
+    bias = p.compute_type == at::kFloat ? bias_opt->to(at::kFloat).contiguous()
+                                        : bias_opt->contiguous();
+  auto conv = conv_primitive(p, input, weight, bias, post);
+  const auto& pd = conv->pd;
+
+  at::Tensor src_keep;
+  auto src = onednn::as_layout(input, pd.src_desc(), src_keep);
+  auto user_wei = weight.view(grouped_weight_dims(weight, groups));
+  auto wei = onednn::prepacked_weight(weight, onednn::plain_desc(user_wei), pd.weights_desc());
+
+  // Write straight into a torch tensor when oneDNN's layout is NHWC/NCHW; else into a buffer.
+  at::Tensor out = tensor_for(pd.dst_desc(), p.out_sizes, p.compute_type,
+                              {at::MemoryFormat::ChannelsLast, at::MemoryFormat::ChannelsLast3d,
+                               at::MemoryFormat::Contiguous});
+  at::Tensor dst_buffer = out.defined() ? out : onednn::scratchpad(pd.dst_desc());
+  dnnl::memory dst(pd.dst_desc(), onednn::engine(), dst_buffer.data_ptr());
+  if (other) {  // the sum post-op adds to what dst holds
+    if (out.defined()) {
+      out.copy_(other->expand(p.out_sizes));
+    } else {
+      auto dense = other->expand(p.out_sizes).to(p.compute_type).contiguous();
+      at::Tensor keep;
+      auto packed = onednn::as_layout(dense, pd.dst_desc(), keep);
+      std::memcpy(dst_buffer.data_ptr(), packed.get_data_handle(), pd.dst_desc().get_size());
+    }
+  }
+
+  auto scratch = onednn::scratchpad(pd.scratchpad_desc());
+  std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, src},
+      {DNNL_ARG_WEIGHTS, wei},
+      {DNNL_ARG_DST, dst},
+      {DNNL_ARG_SCRATCHPAD, dnnl::memory(pd.scratchpad_desc(), onednn::engine(), scratch.data_ptr())}};
+  if (bias.defined()) args.emplace(DNNL_ARG_BIAS, onednn::wrap(bias));
+  conv->prim.execute(onednn::stream(), args);
+  onednn::stream().wait();
+
+  if (!out.defined()) {  // blocked layout: reorder back into a plain tensor
+    out = at::empty(p.out_sizes, input.options().dtype(p.compute_type).memory_format(user_format));
+    auto plain = onednn::wrap(out);
+    dnnl::reorder(dst, plain).execute(onednn::stream(), dst, plain);
+    onednn::stream().wait();
+  }
+  if (out.scalar_type() != input.scalar_type()) out = out.to(input.scalar_type());
+  return out.contiguous(user_format);
+}
+
+// ---- schemas and their post-ops --------------------------------------------------------------
+
+PostOps eltwise(algorithm alg, double alpha = 0, double beta = 0) {
+  return {PostOp{PostOp::eltwise, alg, static_cast<float>(alpha), static_cast<float>(beta)}};
+}
+
+enum class Act { none, relu, sigmoid, swish };
+
+PostOps activation(Act a) {
+  switch (a) {
+    case Act::none: return {};
+    case Act::relu: return eltwise(algorithm::eltwise_relu);
+    case Act::sigmoid: return eltwise(algorithm::eltwise_logistic);
+    case Act::swish: return eltwise(algorithm::eltwise_swish, 1.0);  // x * sigmoid(x) = silu
+  }
+  return {};
+}
+
+template <int64_t D, Act A>
+at::Tensor conv_act(const at::Tensor& input, const at::Tensor& weight,
+                    const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  return conv_forward(D, input, weight, bias, stride, padding, dilation, groups, activation(A));
+}
+
+template <int64_t D>
+at::Tensor conv_hardtanh(const at::Tensor& input, const at::Tensor& weight,
+                         const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                         at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                         const at::Scalar& min_val, const at::Scalar& max_val) {
+  return conv_forward(D, input, weight, bias, stride, padding, dilation, groups,
+                      eltwise(algorithm::eltwise_clip, min_val.toDouble(), max_val.toDouble()));
+}
+
+template <int64_t D>
+at::Tensor conv_elu(const at::Tensor& input, const at::Tensor& weight,
+                    const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                    const at::Scalar& alpha) {
+  return conv_forward(D, input, weight, bias, stride, padding, dilation, groups,
+                      eltwise(algorithm::eltwise_elu, alpha.toDouble()));
+}
+
+// conv(input) + alpha * other, then the activation.
+template <int64_t D, Act A>
+at::Tensor conv_sum(const at::Tensor& input, const at::Tensor& weight,
+                    const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                    const at::Tensor& other, const at::Scalar& alpha) {
+  PostOps post{PostOp{PostOp::sum, algorithm::undef, static_cast<float>(alpha.toDouble())}};
+  for (const auto& op : activation(A)) post.push_back(op);
+  return conv_forward(D, input, weight, bias, stride, padding, dilation, groups, post, &other);
+}
+
+constexpr const char* kConvArgs =
+    "(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, int[] dilation, "
+    "int groups";
+
+template <int64_t D>
+void define_conv_ops(torch::Library& m) {
+  const std::string conv = "conv" + std::to_string(D) + "d";
+  auto def = [&](const std::string& suffix, const std::string& extra, auto fn) {
+    const std::string schema = conv + suffix + kConvArgs + extra + ") -> Tensor";
+    m.def(schema.c_str(), torch::dispatch(c10::DispatchKey::CPU, fn));
+  };
+  // op name suffix     extra arguments                              kernel
+  def("",               "",                                          TORCH_FN((conv_act<D, Act::none>)));
+  def("_relu",          "",                                          TORCH_FN((conv_act<D, Act::relu>)));
+  def("_sigmoid",       "",                                          TORCH_FN((conv_act<D, Act::sigmoid>)));
+  def("_swish",         "",                                          TORCH_FN((conv_act<D, Act::swish>)));
+  def("_silu",          "",                                          TORCH_FN((conv_act<D, Act::swish>)));
+  def("_hardtanh",      ", Scalar min_val, Scalar max_val",          TORCH_FN(conv_hardtanh<D>));
+  def("_elu",           ", Scalar alpha",                            TORCH_FN(conv_elu<D>));
+  def("_sum",           ", Tensor other, Scalar alpha=1",            TORCH_FN((conv_sum<D, Act::none>)));
+  def("_sum_relu",      ", Tensor other, Scalar alpha=1",            TORCH_FN((conv_sum<D, Act::relu>)));
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
+  define_conv_ops<2>(m);
+  define_conv_ops<3>(m);
+}
+
+}  // namespace jitfuse

@@ -1,0 +1,215 @@
+#include "ops/onednn.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/intrusive_ptr.h>
+
+#include <list>
+#include <mutex>
+#include <sstream>
+#include <unordered_map>
+
+namespace jitfuse::onednn {
+
+const dnnl::engine& engine() {
+  static const dnnl::engine cpu(dnnl::engine::kind::cpu, 0);
+  return cpu;
+}
+
+dnnl::stream& stream() {
+  thread_local dnnl::stream s(engine());
+  return s;
+}
+
+dnnl::memory::data_type data_type(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return dnnl::memory::data_type::f32;
+    case at::kBFloat16: return dnnl::memory::data_type::bf16;
+    case at::kByte: return dnnl::memory::data_type::u8;
+    case at::kChar: return dnnl::memory::data_type::s8;
+    case at::kInt: return dnnl::memory::data_type::s32;
+    default: TORCH_CHECK(false, "jitfuse: unsupported dtype ", t);
+  }
+}
+
+dnnl::memory::desc plain_desc(const at::Tensor& t) {
+  return dnnl::memory::desc(t.sizes().vec(), data_type(t.scalar_type()), t.strides().vec());
+}
+
+dnnl::memory::desc any_desc(at::IntArrayRef dims, at::ScalarType t) {
+  return dnnl::memory::desc(dims.vec(), data_type(t), dnnl::memory::format_tag::any);
+}
+
+dnnl::memory wrap(const at::Tensor& t, const dnnl::memory::desc& md) {
+  return dnnl::memory(md, engine(), t.data_ptr());
+}
+
+dnnl::memory wrap(const at::Tensor& t) { return wrap(t, plain_desc(t)); }
+
+static void reorder(const dnnl::memory& from, const dnnl::memory& to) {
+  dnnl::reorder(from, to).execute(stream(), const_cast<dnnl::memory&>(from),
+                                  const_cast<dnnl::memory&>(to));
+}
+
+dnnl::memory as_layout(const at::Tensor& t, const dnnl::memory::desc& md, at::Tensor& keep) {
+  auto have = plain_desc(t);
+  if (have == md) {
+    keep = t;
+    return wrap(t, md);
+  }
+  keep = at::empty({static_cast<int64_t>(md.get_size())}, t.options().dtype(at::kByte));
+  auto out = dnnl::memory(md, engine(), keep.data_ptr());
+  reorder(wrap(t, have), out);
+  return out;
+}
+
+dnnl::primitive_attr make_attr(const PostOps& post_ops) {
+  dnnl::post_ops ops;
+  for (const auto& p : post_ops) {
+    if (p.kind == PostOp::sum)
+      ops.append_sum(p.alpha);
+    else
+      ops.append_eltwise(p.alg, p.alpha, p.beta);
+  }
+  dnnl::primitive_attr attr;
+  attr.set_post_ops(ops);
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+bool has_sum(const PostOps& post_ops) {
+  for (const auto& p : post_ops)
+    if (p.kind == PostOp::sum) return true;
+  return false;
+}
+
+Key& Key::operator<<(const std::string& s) { s_ += s; s_ += '|'; return *this; }
+Key& Key::operator<<(int64_t v) { return *this << std::to_string(v); }
+Key& Key::operator<<(double v) {
+  std::ostringstream os;
+  os.precision(17);
+  os << v;
+  return *this << os.str();
+}
+Key& Key::operator<<(at::IntArrayRef v) {
+  for (auto x : v) { s_ += std::to_string(x); s_ += ','; }
+  s_ += '|';
+  return *this;
+}
+Key& Key::operator<<(const at::Tensor& t) {
+  return *this << t.sizes() << t.strides() << std::string(c10::toString(t.scalar_type()));
+}
+Key& Key::operator<<(const PostOps& p) {
+  for (const auto& op : p)
+    *this << static_cast<int64_t>(op.kind) << static_cast<int64_t>(op.alg) << double(op.alpha)
+          << double(op.beta);
+  return *this << std::string("/post");
+}
+
+namespace {
+
+// Least-recently-used map from key string to primitive.
+class PrimitiveCache {
+ public:
+  explicit PrimitiveCache(size_t capacity) : capacity_(capacity) {}
+
+  std::shared_ptr<CachedPrimitive> get_or_create(
+      const std::string& key, const std::function<std::shared_ptr<CachedPrimitive>()>& create) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = index_.find(key);
+      if (it != index_.end()) {
+        order_.splice(order_.begin(), order_, it->second);
+        return it->second->second;
+      }
+    }
+    auto made = create();  // outside the lock: creation can take milliseconds
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = index_.find(key);
+    if (it != index_.end()) return it->second->second;
+    order_.emplace_front(key, made);
+    index_[key] = order_.begin();
+    if (order_.size() > capacity_) {
+      index_.erase(order_.back().first);
+      order_.pop_back();
+    }
+    return made;
+  }
+
+ private:
+  using Entry = std::pair<std::string, std::shared_ptr<CachedPrimitive>>;
+  size_t capacity_;
+  std::mutex mu_;
+  std::list<Entry> order_;
+  std::unordered_map<std::string, std::list<Entry>::iterator> index_;
+};
+
+struct PackedWeight {
+  using Weak = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
+  std::optional<Weak> owner;  // keeps the TensorImpl's address from being reused while cached
+  const void* data = nullptr;
+  int64_t version = -1;
+  std::vector<std::pair<dnnl::memory::desc, at::Tensor>> layouts;
+
+  bool still_describes(const at::Tensor& w) const {
+    return owner && !owner->expired() && data == w.data_ptr() && version == w._version();
+  }
+};
+
+}  // namespace
+
+std::shared_ptr<CachedPrimitive> cached_primitive(
+    const Key& key, const std::function<std::shared_ptr<CachedPrimitive>()>& create) {
+  static PrimitiveCache cache(4096);
+  return cache.get_or_create(key.str() + "threads=" + std::to_string(at::get_num_threads()),
+                             create);
+}
+
+dnnl::memory prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc& user_md,
+                              const dnnl::memory::desc& wanted_md) {
+  if (user_md == wanted_md) return wrap(weight, user_md);
+  static std::mutex mu;
+  static std::unordered_map<const c10::TensorImpl*, PackedWeight> packed;
+
+  std::lock_guard<std::mutex> lock(mu);
+  auto& entry = packed[weight.unsafeGetTensorImpl()];
+  if (!entry.still_describes(weight)) {
+    entry = PackedWeight{};
+    entry.owner.emplace(weight.getIntrusivePtr());
+    entry.data = weight.data_ptr();
+    entry.version = weight._version();
+    // Drop what belongs to weights that are gone.
+    for (auto it = packed.begin(); it != packed.end();)
+      it = !it->second.owner || it->second.owner->expired() ? packed.erase(it) : std::next(it);
+  }
+  for (const auto& [md, buffer] : entry.layouts)
+    if (md == wanted_md) return dnnl::memory(md, engine(), buffer.data_ptr());
+
+  at::Tensor buffer = at::empty({static_cast<int64_t>(wanted_md.get_size())},
+                                weight.options().dtype(at::kByte));
+  dnnl::memory out(wanted_md, engine(), buffer.data_ptr());
+  reorder(wrap(weight, user_md), out);
+  entry.layouts.emplace_back(wanted_md, buffer);
+  return out;
+}
+
+bool native_bf16() {
+  static const bool native = [] {
+    switch (dnnl::get_effective_cpu_isa()) {
+      case dnnl::cpu_isa::avx2_vnni_2:
+      case dnnl::cpu_isa::avx512_core_bf16:
+      case dnnl::cpu_isa::avx512_core_fp16:
+      case dnnl::cpu_isa::avx512_core_amx:
+      case dnnl::cpu_isa::avx512_core_amx_fp16:
+        return true;
+      default:
+        return false;
+    }
+  }();
+  return native;
+}
+
+at::Tensor scratchpad(const dnnl::memory::desc& md) {
+  return at::empty({static_cast<int64_t>(md.get_size())}, at::TensorOptions().dtype(at::kByte));
+}
+
+}  // namespace jitfuse::onednn

@@ -1,0 +1,80 @@
+// The oneDNN plumbing every jitfuse op uses: engine and stream, tensor <-> memory descriptors,
+// post-op lists, the primitive cache and the prepacked-weight cache. Ops know oneDNN; they never
+// see graphs.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+// torch's include tree ships newer oneDNN headers; the build must pick ours (onednn-devel 2023.2.0).
+static_assert(DNNL_VERSION_MAJOR == 3 && DNNL_VERSION_MINOR == 2,
+              "jitfuse is built against oneDNN 3.2: torch's bundled oneDNN headers came first");
+
+namespace jitfuse::onednn {
+
+const dnnl::engine& engine();
+dnnl::stream& stream();  // one per calling thread
+
+dnnl::memory::data_type data_type(at::ScalarType t);
+// The descriptor of a strided tensor exactly as it lies in memory.
+dnnl::memory::desc plain_desc(const at::Tensor& t);
+// A descriptor with the tensor's dims and type, layout left to oneDNN.
+dnnl::memory::desc any_desc(at::IntArrayRef dims, at::ScalarType t);
+dnnl::memory wrap(const at::Tensor& t, const dnnl::memory::desc& md);
+dnnl::memory wrap(const at::Tensor& t);
+
+// A tensor of `md`'s layout: `t` itself when it already lies that way, otherwise a reorder of it.
+// The returned memory keeps its storage alive through `keep`.
+dnnl::memory as_layout(const at::Tensor& t, const dnnl::memory::desc& md, at::Tensor& keep);
+
+// A post-op list, in order (oneDNN applies them to the accumulator).
+struct PostOp {
+  enum Kind { sum, eltwise } kind;
+  dnnl::algorithm alg = dnnl::algorithm::undef;  // eltwise only
+  float alpha = 0.f, beta = 0.f;                 // eltwise parameters; alpha is the scale of a sum
+};
+using PostOps = std::vector<PostOp>;
+dnnl::primitive_attr make_attr(const PostOps& post_ops);
+bool has_sum(const PostOps& post_ops);
+
+// Builds cache keys from shapes, types and parameters.
+class Key {
+ public:
+  Key& operator<<(const std::string& s);
+  Key& operator<<(int64_t v);
+  Key& operator<<(double v);
+  Key& operator<<(at::IntArrayRef v);
+  Key& operator<<(const at::Tensor& t);  // dims, strides, dtype
+  Key& operator<<(const PostOps& p);
+  const std::string& str() const { return s_; }
+
+ private:
+  std::string s_;
+};
+
+// Primitive cache: process-wide LRU. oneDNN fixes a primitive's thread count when it is created,
+// so the key always includes the current thread count.
+struct CachedPrimitive {
+  virtual ~CachedPrimitive() = default;
+};
+std::shared_ptr<CachedPrimitive> cached_primitive(
+    const Key& key, const std::function<std::shared_ptr<CachedPrimitive>()>& create);
+
+// A constant weight reordered once into the layout a primitive wants. `user_md` describes
+// `weight`'s own storage (possibly regrouped). Keyed by the weight tensor's identity and version:
+// a freed or modified weight is never served stale.
+dnnl::memory prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc& user_md,
+                              const dnnl::memory::desc& wanted_md);
+
+// Whether this CPU has native bf16 kernels; without them bf16 ops compute in f32 and round once.
+bool native_bf16();
+
+// A user-managed scratchpad for one execution (primitives are shared across threads).
+at::Tensor scratchpad(const dnnl::memory::desc& md);
+
+}  // namespace jitfuse::onednn

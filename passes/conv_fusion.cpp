@@ -1,0 +1,167 @@
+// Conv2D/Conv3D fusions (fp32, bf16). The table below is the whole family: each row is a post-op
+// tail that follows a convolution. Rows are expanded over conv rank (2d, 3d), the conv spelling
+// (aten::_convolution from tracing, aten::conv{2,3}d from scripting) and in-place spellings
+// ({_}); every expansion keeps the row's name, which is also the name of the fused op.
+#include "passes/rewrite.h"
+
+namespace jitfuse {
+namespace {
+
+// ---- filters --------------------------------------------------------------------------------
+
+// The conv is one jitfuse's kernel computes exactly: a frozen (constant) float32/bfloat16 CPU
+// weight of the right rank, constant bias or none, constant int-list geometry, not transposed.
+Filter conv_is_fusable(int64_t rank) {
+  return [rank](const Match& m, const ValueMap& v) {
+    auto weight = constant(bound(m, v, "weight"));
+    if (!weight || !weight->isTensor()) return false;
+    const auto& w = weight->toTensor();
+    if (w.dim() != rank || !w.device().is_cpu() || w.layout() != at::kStrided) return false;
+    if (w.scalar_type() != at::kFloat && w.scalar_type() != at::kBFloat16) return false;
+    auto bias = constant(bound(m, v, "bias"));
+    if (!bias) return false;
+    if (!bias->isNone()) {
+      if (!bias->isTensor()) return false;
+      const auto& b = bias->toTensor();
+      if (b.layout() != at::kStrided || !b.device().is_cpu() ||
+          (b.scalar_type() != w.scalar_type() && b.scalar_type() != at::kFloat))
+        return false;
+    }
+    for (const char* geometry : {"stride", "padding", "dilation"})
+      if (!is_constant_int_list(bound(m, v, geometry))) return false;
+    if (!is_constant_int(bound(m, v, "groups"))) return false;
+    if (v.count("transposed") && !is_constant_bool(bound(m, v, "transposed"), false)) return false;
+    // Where the input's type is known, it must agree with the weight.
+    auto type = bound(m, v, "input")->type()->cast<c10::TensorType>();
+    if (!type) return false;
+    if (type->dim() && *type->dim() != rank) return false;
+    if (type->scalarType() && *type->scalarType() != w.scalar_type()) return false;
+    if (type->device() && !type->device()->is_cpu()) return false;
+    return true;
+  };
+}
+
+bool alpha_is_one(const Match& m, const ValueMap& v) {
+  return is_constant_number(bound(m, v, "alpha"), 1.0);
+}
+
+bool alpha_is_constant(const Match& m, const ValueMap& v) {
+  auto c = constant(bound(m, v, "alpha"));
+  return c && (c->isInt() || c->isDouble());
+}
+
+bool hardtanh_bounds_constant(const Match& m, const ValueMap& v) {
+  auto lo = constant(bound(m, v, "min_val")), hi = constant(bound(m, v, "max_val"));
+  return lo && hi && (lo->isInt() || lo->isDouble()) && (hi->isInt() || hi->isDouble());
+}
+
+// oneDNN's elu is alpha * (exp(x) - 1) for x < 0: torch's scale and input_scale must be 1.
+bool elu_is_plain(const Match& m, const ValueMap& v) {
+  return is_constant_number(bound(m, v, "scale"), 1.0) &&
+         is_constant_number(bound(m, v, "input_scale"), 1.0) && alpha_is_constant(m, v);
+}
+
+// ---- the table ------------------------------------------------------------------------------
+
+struct ConvTail {
+  const char* name;     // fused op is jitfuse::conv{2,3}d_<name>
+  const char* tail;     // IR from %conv to %out; {_} expands to the in-place spelling too
+  const char* op_args;  // extra arguments of the fused op
+  const char* consts;   // IR defining constants the replacement needs
+  std::vector<Filter> filters;
+};
+
+// Longer tails first: conv+add+relu must be claimed before conv+add.
+const std::vector<ConvTail>& conv_tails() {
+  static const std::vector<ConvTail> tails = {
+      // name      tail (%conv -> %out)                                          extra op args         constants  filters
+      {"sum_relu", "%s = aten::add{_}(%conv, %other, %alpha)\n"
+                   "%out = aten::relu{_}(%s)",                                   ", %other, %alpha",   "",        {alpha_is_constant}},
+      // conv on the right of the add: other + conv. No add_ here: it would write into other.
+      {"sum_relu", "%s = aten::add(%other, %conv, %alpha)\n"
+                   "%out = aten::relu{_}(%s)",                                   ", %other, %alpha",   "",        {alpha_is_one}},
+      {"sum",      "%out = aten::add{_}(%conv, %other, %alpha)",                 ", %other, %alpha",   "",        {alpha_is_constant}},
+      {"sum",      "%out = aten::add(%other, %conv, %alpha)",                    ", %other, %alpha",   "",        {alpha_is_one}},
+      {"swish",    "%s = aten::sigmoid(%conv)\n%out = aten::mul{_}(%conv, %s)",  "",                   "",        {}},
+      {"swish",    "%s = aten::sigmoid(%conv)\n%out = aten::mul{_}(%s, %conv)",  "",                   "",        {}},
+      {"sigmoid",  "%out = aten::sigmoid{_}(%conv)",                             "",                   "",        {}},
+      {"hardtanh", "%out = aten::hardtanh{_}(%conv, %min_val, %max_val)",        ", %min_val, %max_val", "",      {hardtanh_bounds_constant}},
+      {"hardtanh", "%out = aten::relu6{_}(%conv)",                               ", %min_val, %max_val",
+                   "%min_val : float = prim::Constant[value=0.]()\n"
+                   "%max_val : float = prim::Constant[value=6.]()",                                               {}},
+      {"silu",     "%out = aten::silu{_}(%conv)",                                "",                   "",        {}},
+      {"elu",      "%out = aten::elu{_}(%conv, %alpha, %scale, %input_scale)",   ", %alpha",           "",        {elu_is_plain}},
+      {"relu",     "%out = aten::relu{_}(%conv)",                                "",                   "",        {}},
+      // A lone conv still gains prepacked weights and NHWC.
+      {"",         "",                                                           "",                   "",        {}},
+  };
+  return tails;
+}
+
+// The convolution as tracing and as scripting spell it.
+struct ConvSpelling {
+  std::string inputs;  // graph inputs of the pattern besides the tail's
+  std::string call;
+};
+
+std::vector<ConvSpelling> conv_spellings(int dim) {
+  return {
+      {"%input, %weight, %bias, %stride, %padding, %dilation, %transposed, %output_padding, "
+       "%groups, %benchmark, %deterministic, %cudnn_enabled, %allow_tf32",
+       "%conv = aten::_convolution(%input, %weight, %bias, %stride, %padding, %dilation, "
+       "%transposed, %output_padding, %groups, %benchmark, %deterministic, %cudnn_enabled, "
+       "%allow_tf32)"},
+      {"%input, %weight, %bias, %stride, %padding, %dilation, %groups",
+       "%conv = aten::conv" + std::to_string(dim) + "d(%input, %weight, %bias, %stride, %padding, "
+       "%dilation, %groups)"},
+  };
+}
+
+// Names the pattern inputs a tail reads (every %name in it that it does not define).
+std::string tail_inputs(const std::string& tail) {
+  std::string out;
+  for (const char* name : {"%other", "%alpha", "%min_val", "%max_val", "%scale", "%input_scale"})
+    if (tail.find(std::string(name) + ",") != std::string::npos ||
+        tail.find(std::string(name) + ")") != std::string::npos)
+      out += std::string(", ") + name;
+  return out;
+}
+
+std::vector<Rewrite> build_conv_rewrites() {
+  std::vector<Rewrite> rows;
+  for (int dim : {2, 3}) {
+    const std::string op = "conv" + std::to_string(dim) + "d";
+    for (const auto& t : conv_tails()) {
+      const std::string name = *t.name ? op + "_" + t.name : op;
+      const std::string out = *t.tail ? "%out" : "%conv";
+      // The replacement reads the pattern's inputs by position: same inputs as the pattern.
+      const std::string call = out + " = jitfuse::" + name +
+                               "(%input, %weight, %bias, %stride, %padding, %dilation, %groups" +
+                               t.op_args + ")";
+      for (const auto& conv : conv_spellings(dim)) {
+        const std::string inputs = conv.inputs + tail_inputs(t.tail);
+        for (const auto& tail : inplace_variants(t.tail)) {
+          Rewrite r;
+          r.name = name;
+          r.pattern = graph_ir(inputs, conv.call + "\n" + tail, out);
+          r.replacement = graph_ir(inputs, std::string(t.consts) + "\n" + call, out);
+          r.filters = t.filters;
+          r.filters.insert(r.filters.begin(), conv_is_fusable(dim + 2));
+          rows.push_back(std::move(r));
+        }
+      }
+    }
+  }
+  return rows;
+}
+
+}  // namespace
+
+const std::vector<Rewrite>& conv_rewrites() {
+  static const std::vector<Rewrite> rows = build_conv_rewrites();
+  return rows;
+}
+
+void fuse_conv(GraphPtr& graph) { apply_rewrites(graph, conv_rewrites()); }
+
+}  // namespace jitfuse

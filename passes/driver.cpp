@@ -1,0 +1,40 @@
+// The pass driver: the one place that lists jitfuse's passes in the order they run, registers
+// them with TorchScript's executor and exposes the switches to Python (as jitfuse::_ ops).
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
+#include <torch/csrc/jit/passes/pass_manager.h>
+#include <torch/library.h>
+
+#include "passes/passes.h"
+
+namespace jitfuse {
+
+void optimize_graph(GraphPtr& graph) {
+  fuse_conv(graph);           // conv + post-ops -> jitfuse::conv{2,3}d*
+  keep_channels_last(graph);  // after fusion: it places conversions around the fused convs
+  torch::jit::EliminateDeadCode(graph);
+}
+
+namespace {
+
+// Runs when the profiling executor optimizes a graph (2nd call, once per plan). Graphs that are
+// not frozen have no constant weights, so no pattern filter accepts them: they stay as they are.
+torch::jit::RegisterPass register_with_executor([](GraphPtr& graph) {
+  if (is_enabled()) optimize_graph(graph);
+});
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
+  m.def("_set_enabled(bool enabled) -> ()", [](bool on) { set_enabled(on); });
+  m.def("_is_enabled() -> bool", []() { return is_enabled(); });
+  m.def("_set_pattern_enabled(str name, bool enabled) -> ()",
+        [](std::string name, bool on) { set_pattern_enabled(name, on); });
+  m.def("_is_pattern_enabled(str name) -> bool",
+        [](std::string name) { return is_pattern_enabled(name); });
+  m.def("_pattern_names() -> str[]", []() {
+    auto names = pattern_names();
+    return c10::List<std::string>(names);
+  });
+}
+
+}  // namespace jitfuse

@@ -1,0 +1,68 @@
+// keep_channels_last: oneDNN runs convolutions in NHWC here, so a NCHW tensor would be reordered
+// into and out of every conv. Convert each fused conv's input to channels_last once (a no-op when
+// it already is), let NHWC flow between ops, and give graph outputs back the user's format.
+#include <torch/csrc/jit/ir/ir.h>
+
+#include "passes/passes.h"
+
+namespace jitfuse {
+namespace {
+
+using torch::jit::Node;
+using torch::jit::Value;
+
+bool is_jitfuse_conv(const Node* n) {
+  const std::string kind = n->kind().toQualString();
+  return kind.rfind("jitfuse::conv2d", 0) == 0 || kind.rfind("jitfuse::conv3d", 0) == 0;
+}
+
+// Tensor values the graph returns, directly or inside a tuple/list it builds for the return.
+std::vector<std::pair<Node*, size_t>> output_uses(torch::jit::Graph& graph) {
+  std::vector<std::pair<Node*, size_t>> uses;
+  Node* ret = graph.return_node();
+  for (size_t i = 0; i < ret->inputs().size(); ++i) {
+    Value* v = ret->input(i);
+    Node* producer = v->node();
+    if (producer->kind() == torch::jit::prim::TupleConstruct ||
+        producer->kind() == torch::jit::prim::ListConstruct) {
+      for (size_t j = 0; j < producer->inputs().size(); ++j)
+        uses.emplace_back(producer, j);
+    } else {
+      uses.emplace_back(ret, i);
+    }
+  }
+  return uses;
+}
+
+}  // namespace
+
+void keep_channels_last(GraphPtr& graph) {
+  Value* user_tensor = nullptr;  // what the first fused conv read, before conversion
+  for (Node* n : graph->nodes()) {
+    if (!is_jitfuse_conv(n) || is_jitfuse_conv(n->input(0)->node())) continue;
+    Value* x = n->input(0);
+    if (!user_tensor) user_tensor = x;
+    const bool is3d = std::string(n->kind().toQualString()).rfind("jitfuse::conv3d", 0) == 0;
+    torch::jit::WithInsertPoint guard(n);
+    Value* format = graph->insertConstant(
+        static_cast<int64_t>(is3d ? at::MemoryFormat::ChannelsLast3d : at::MemoryFormat::ChannelsLast));
+    Node* convert = graph->create(c10::Symbol::fromQualString("aten::contiguous"), {x, format});
+    graph->insertNode(convert);
+    convert->output()->setType(x->type());
+    n->replaceInput(0, convert->output());
+  }
+  if (!user_tensor) return;
+  for (auto [user, index] : output_uses(*graph)) {
+    Value* v = user->input(index);
+    if (!v->type()->cast<c10::TensorType>() || v->node()->kind() == torch::jit::prim::Param)
+      continue;
+    torch::jit::WithInsertPoint guard(user);
+    Node* restore = graph->create(c10::Symbol::fromQualString("jitfuse::like_memory_format"),
+                                  {v, user_tensor});
+    graph->insertNode(restore);
+    restore->output()->setType(v->type());
+    user->replaceInput(index, restore->output());
+  }
+}
+
+}  // namespace jitfuse

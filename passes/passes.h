@@ -1,0 +1,29 @@
+// jitfuse's graph passes, for C++ users and tests. Loading libjitfuse.so registers them with the
+// TorchScript profiling executor; these entry points run them on a graph directly.
+#pragma once
+
+#include <torch/csrc/jit/ir/ir.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace jitfuse {
+
+using GraphPtr = std::shared_ptr<torch::jit::Graph>;
+
+// Every jitfuse pass, in order (what the executor runs when jitfuse is enabled).
+void optimize_graph(GraphPtr& graph);
+
+// The passes, in the order optimize_graph runs them.
+void fuse_conv(GraphPtr& graph);          // conv + activation / sum  -> jitfuse::conv*
+void keep_channels_last(GraphPtr& graph); // NHWC between fused convs, user's format at outputs
+
+// Switches. Pattern names are those of the pattern tables (e.g. "conv2d_sum_relu").
+void set_enabled(bool enabled);
+bool is_enabled();
+void set_pattern_enabled(const std::string& name, bool enabled);  // throws on an unknown name
+bool is_pattern_enabled(const std::string& name);
+std::vector<std::string> pattern_names();
+
+}  // namespace jitfuse

@@ -1,0 +1,97 @@
+#include "passes/rewrite.h"
+
+#include <algorithm>
+#include <iostream>
+#include <sstream>
+#include <unordered_set>
+
+namespace jitfuse {
+
+bool verbose();  // switches.cpp
+
+namespace {
+
+std::string describe(const Match& match) {
+  std::vector<torch::jit::Node*> nodes;
+  for (const auto& [pattern_node, node] : match.nodes_map)
+    if (node->kind() != torch::jit::prim::Param && node->kind() != torch::jit::prim::Return)
+      nodes.push_back(node);
+  std::sort(nodes.begin(), nodes.end(), [](auto* a, auto* b) { return a->isBefore(b); });
+  std::string out;
+  for (auto* n : nodes) {
+    if (!out.empty()) out += ", ";
+    out += n->kind().toQualString();
+    if (!n->outputs().empty()) out += " %" + n->output(0)->debugName();
+  }
+  return out;
+}
+
+}  // namespace
+
+void apply_rewrites(GraphPtr& graph, const std::vector<Rewrite>& rewrites) {
+  for (const auto& row : rewrites) {
+    if (!is_pattern_enabled(row.name)) continue;
+    torch::jit::SubgraphRewriter rewriter;
+    rewriter.RegisterRewritePattern(row.pattern, row.replacement);
+    // Matches may overlap; the rewriter keeps the first. Claiming nodes here makes every accepted
+    // match one that is rewritten, so the verbose line is true.
+    std::unordered_set<const torch::jit::Node*> claimed;
+    rewriter.runOnGraph(graph, [&](const Match& match, const ValueMap& vmap) {
+      for (const auto& filter : row.filters)
+        if (!filter(match, vmap)) return false;
+      for (const auto& [p, n] : match.nodes_map)
+        if (claimed.count(n)) return false;
+      for (const auto& [p, n] : match.nodes_map) claimed.insert(n);
+      if (verbose()) std::cerr << "jitfuse: " << row.name << " <- " << describe(match) << "\n";
+      return true;
+    });
+  }
+}
+
+std::string graph_ir(const std::string& inputs, const std::string& statements,
+                     const std::string& output) {
+  std::string ir = "graph(" + inputs + "):\n";
+  std::stringstream lines(statements);
+  for (std::string line; std::getline(lines, line);)
+    if (!line.empty()) ir += "  " + line + "\n";
+  return ir + "  return (" + output + ")\n";
+}
+
+std::vector<std::string> inplace_variants(const std::string& ir) {
+  const std::string mark = "{_}";
+  auto at = ir.find(mark);
+  if (at == std::string::npos) return {ir};
+  std::vector<std::string> out;
+  for (const char* spelling : {"", "_"})
+    for (auto& rest : inplace_variants(ir.substr(at + mark.size())))
+      out.push_back(ir.substr(0, at) + spelling + rest);
+  return out;
+}
+
+Value* bound(const Match& match, const ValueMap& vmap, const std::string& name) {
+  return match.values_map.at(vmap.at(name));
+}
+
+std::optional<torch::jit::IValue> constant(Value* v) { return torch::jit::toIValue(v); }
+
+bool is_constant_int_list(Value* v) {
+  auto c = constant(v);
+  return c && c->isIntList();
+}
+
+bool is_constant_int(Value* v) {
+  auto c = constant(v);
+  return c && c->isInt();
+}
+
+bool is_constant_bool(Value* v, bool expected) {
+  auto c = constant(v);
+  return c && c->isBool() && c->toBool() == expected;
+}
+
+bool is_constant_number(Value* v, double expected) {
+  auto c = constant(v);
+  return c && (c->isInt() || c->isDouble()) && c->toScalar().toDouble() == expected;
+}
+
+}  // namespace jitfuse

@@ -1,0 +1,50 @@
+// Pattern tables: a fusion is a named row (pattern IR, replacement IR, filters) applied with
+// torch::jit::SubgraphRewriter. Shared by every fusion family in passes/.
+#pragma once
+
+#include <torch/csrc/jit/ir/subgraph_matcher.h>
+#include <torch/csrc/jit/passes/subgraph_rewrite.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "passes/passes.h"
+
+namespace jitfuse {
+
+using torch::jit::Match;
+using torch::jit::Value;
+using ValueMap = std::unordered_map<std::string, Value*>;
+using Filter = std::function<bool(const Match&, const ValueMap&)>;
+
+struct Rewrite {
+  std::string name;         // pattern name: op name, JITFUSE_DISABLE entry, test row
+  std::string pattern;      // IR of the subgraph to find
+  std::string replacement;  // IR of what replaces it
+  std::vector<Filter> filters;  // every one must accept the match
+};
+
+// Applies each enabled row in order; JITFUSE_VERBOSE=1 prints one line per rewrite.
+void apply_rewrites(GraphPtr& graph, const std::vector<Rewrite>& rewrites);
+
+// An IR graph from its input list, statements (one per line) and returned value.
+std::string graph_ir(const std::string& inputs, const std::string& statements,
+                     const std::string& output);
+
+// Expands "{_}" into both the out-of-place and the in-place spelling of an op
+// ("aten::relu{_}" -> "aten::relu", "aten::relu_"), every combination.
+std::vector<std::string> inplace_variants(const std::string& ir);
+
+// The pattern tables of the fusion families (one file each in passes/).
+const std::vector<Rewrite>& conv_rewrites();
+
+// ---- filter helpers: what a match binds, as constants and types ----
+Value* bound(const Match& match, const ValueMap& vmap, const std::string& name);
+std::optional<torch::jit::IValue> constant(Value* v);
+bool is_constant_int_list(Value* v);
+bool is_constant_int(Value* v);
+bool is_constant_bool(Value* v, bool expected);
+bool is_constant_number(Value* v, double expected);  // an int or float constant equal to expected
+
+}  // namespace jitfuse

@@ -1,0 +1,62 @@
+"""jitfuse: oneDNN graph fusions for frozen TorchScript on CPUs.
+
+Importing this package loads libjitfuse.so, which registers the fused ops (torch.ops.jitfuse.*)
+and the graph passes that the TorchScript profiling executor runs on frozen modules.
+"""
+import ctypes
+import importlib.metadata
+import os
+
+import torch  # first: one libgomp, shared with oneDNN
+
+__version__ = "0.1.0"
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+LIBRARY_PATH = os.path.join(_HERE, "lib", "libjitfuse.so")
+
+
+def _load_onednn():
+    """Make libdnnl.so.3 from the onednn-cpu-gomp wheel resolvable for libjitfuse.so."""
+    for f in importlib.metadata.files("onednn-cpu-gomp") or []:
+        if f.name == "libdnnl.so.3":
+            ctypes.CDLL(str(f.locate()), mode=ctypes.RTLD_GLOBAL)
+            return
+    raise ImportError("jitfuse: libdnnl.so.3 not found in the onednn-cpu-gomp package")
+
+
+def _load():
+    if LIBRARY_PATH in torch.ops.loaded_libraries:  # a second copy in one process would abort
+        return
+    _load_onednn()
+    torch.ops.load_library(LIBRARY_PATH)
+
+
+_load()
+_ops = torch.ops.jitfuse
+
+
+def set_enabled(enabled: bool) -> None:
+    """Turn jitfuse's passes on or off for graphs the executor optimizes from now on."""
+    _ops._set_enabled(bool(enabled))
+
+
+def is_enabled() -> bool:
+    return bool(_ops._is_enabled())
+
+
+def patterns() -> list:
+    """Names of all fusion patterns (the names JITFUSE_DISABLE takes)."""
+    return list(_ops._pattern_names())
+
+
+def set_pattern_enabled(name: str, enabled: bool) -> None:
+    """Turn one pattern (e.g. "conv2d_sum_relu") on or off; JITFUSE_DISABLE sets the start value."""
+    _ops._set_pattern_enabled(name, bool(enabled))
+
+
+def is_pattern_enabled(name: str) -> bool:
+    return bool(_ops._is_pattern_enabled(name))
+
+
+__all__ = ["set_enabled", "is_enabled", "patterns", "set_pattern_enabled", "is_pattern_enabled",
+           "__version__"]
