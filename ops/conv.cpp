@@ -154,15 +154,17 @@ at::Tensor conv_forward(int64_t spatial, const at::Tensor& input, const at::Tens
   auto conv = conv_primitive(p, input, weight, bias, post);
   const auto& pd = conv->pd;
 
+  // Without native bf16 kernels, convert with ATen (vectorized; oneDNN's f32<->bf16 reorder is
+  // its slow reference one here) and compute in f32.
   at::Tensor src_keep;
-  auto src = onednn::as_layout(input, pd.src_desc(), src_keep);
+  auto src = onednn::as_layout(input.to(p.compute_type), pd.src_desc(), src_keep);
   auto user_wei = weight.view(grouped_weight_dims(weight, groups));
   auto wei = onednn::prepacked_weight(weight, onednn::plain_desc(user_wei), pd.weights_desc());
 
   // Write straight into a torch tensor when oneDNN's layout is NHWC/NCHW; else into a buffer.
+  const auto nhwc = spatial == 2 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::ChannelsLast3d;
   at::Tensor out = tensor_for(pd.dst_desc(), p.out_sizes, p.compute_type,
-                              {at::MemoryFormat::ChannelsLast, at::MemoryFormat::ChannelsLast3d,
-                               at::MemoryFormat::Contiguous});
+                              {nhwc, at::MemoryFormat::Contiguous});
   at::Tensor dst_buffer = out.defined() ? out : onednn::scratchpad(pd.dst_desc());
   dnnl::memory dst(pd.dst_desc(), onednn::engine(), dst_buffer.data_ptr());
   if (other) {  // the sum post-op adds to what dst holds

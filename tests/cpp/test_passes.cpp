@@ -1,0 +1,154 @@
+// The passes on IR-string graphs, in pure C++: what fuses, what is left alone, and that the fused
+// graph computes what the original did.
+#include <gtest/gtest.h>
+#include <torch/csrc/jit/api/function_impl.h>
+#include <torch/csrc/jit/ir/irparser.h>
+#include <torch/torch.h>
+
+#include "passes/passes.h"
+
+namespace {
+
+using torch::jit::Graph;
+
+// Parses `ir` and turns the graph inputs named in `constants` into prim::Constant weights, as
+// torch.jit.freeze does.
+std::shared_ptr<Graph> frozen_graph(const std::string& ir,
+                                    const std::map<std::string, at::Tensor>& constants) {
+  auto graph = std::make_shared<Graph>();
+  std::unordered_map<std::string, torch::jit::Value*> vmap;
+  torch::jit::parseIR(ir, graph.get(), vmap);
+  for (const auto& [name, tensor] : constants) {
+    auto* input = vmap.at(name);
+    torch::jit::WithInsertPoint guard(graph->nodes().front());
+    input->replaceAllUsesWith(graph->insertConstant(tensor));
+    graph->eraseInput(input->offset());
+  }
+  return graph;
+}
+
+int count(const std::shared_ptr<Graph>& g, const std::string& kind) {
+  int n = 0;
+  for (auto* node : g->nodes()) n += std::string(node->kind().toQualString()) == kind;
+  return n;
+}
+
+at::Tensor run(const std::shared_ptr<Graph>& g, std::vector<c10::IValue> inputs) {
+  torch::jit::GraphFunction fn("f", g->copy(), nullptr);
+  return fn(std::move(inputs)).toTensor();
+}
+
+const char* kTracedConvAddRelu = R"IR(
+graph(%x : Tensor, %y : Tensor, %w : Tensor, %b : Tensor):
+  %one : int = prim::Constant[value=1]()
+  %f : bool = prim::Constant[value=0]()
+  %t : bool = prim::Constant[value=1]()
+  %s : int[] = prim::Constant[value=[1, 1]]()
+  %z : int[] = prim::Constant[value=[0, 0]]()
+  %c : Tensor = aten::_convolution(%x, %w, %b, %s, %s, %s, %f, %z, %one, %f, %f, %t, %t)
+  %a : Tensor = aten::add_(%c, %y, %one)
+  %r : Tensor = aten::relu_(%a)
+  return (%r)
+)IR";
+
+struct PassTest : ::testing::Test {
+  at::Tensor w = torch::randn({16, 8, 3, 3});
+  at::Tensor b = torch::randn({16});
+  at::Tensor x = torch::randn({2, 8, 10, 10});
+  at::Tensor y = torch::randn({2, 16, 10, 10});
+  void SetUp() override { jitfuse::set_enabled(true); }
+};
+
+TEST_F(PassTest, TracedConvAddReluBecomesConvSumRelu) {
+  auto g = frozen_graph(kTracedConvAddRelu, {{"w", w}, {"b", b}});
+  auto expected = run(g, {x.clone(), y.clone()});
+  jitfuse::optimize_graph(g);
+  EXPECT_EQ(count(g, "jitfuse::conv2d_sum_relu"), 1);
+  EXPECT_EQ(count(g, "aten::_convolution"), 0);
+  EXPECT_EQ(count(g, "aten::add_"), 0);
+  EXPECT_EQ(count(g, "aten::relu_"), 0);
+  auto y0 = y.clone();
+  auto got = run(g, {x, y});
+  EXPECT_TRUE(torch::allclose(got, expected, 1e-5, 1e-5));
+  EXPECT_TRUE(torch::equal(y, y0)) << "the sum operand must not be written";
+}
+
+TEST_F(PassTest, ScriptedConvReluAndConvOnTheRightOfAdd) {
+  auto w2 = torch::randn({16, 16, 3, 3});
+  auto g = frozen_graph(R"IR(
+graph(%x : Tensor, %y : Tensor, %w : Tensor, %b : Tensor, %w2 : Tensor):
+  %one : int = prim::Constant[value=1]()
+  %s : int[] = prim::Constant[value=[1, 1]]()
+  %c : Tensor = aten::conv2d(%x, %w, %b, %s, %s, %s, %one)
+  %r : Tensor = aten::relu(%c)
+  %c2 : Tensor = aten::conv2d(%r, %w2, %b, %s, %s, %s, %one)
+  %a : Tensor = aten::add(%y, %c2, %one)
+  return (%a)
+)IR", {{"w", w}, {"b", b}, {"w2", w2}});
+  auto expected = run(g, {x, y});
+  jitfuse::optimize_graph(g);
+  EXPECT_EQ(count(g, "jitfuse::conv2d_relu"), 1);
+  EXPECT_EQ(count(g, "jitfuse::conv2d_sum"), 1);
+  EXPECT_EQ(count(g, "aten::conv2d") + count(g, "aten::add") + count(g, "aten::relu"), 0);
+  auto got = run(g, {x, y});
+  EXPECT_TRUE(torch::allclose(got, expected, 1e-5, 1e-4));
+  EXPECT_TRUE(got.is_contiguous()) << "a NCHW input gives a NCHW output";
+}
+
+TEST_F(PassTest, NonConstantWeightIsLeftAlone) {
+  auto g = std::make_shared<Graph>();
+  torch::jit::parseIR(kTracedConvAddRelu, g.get());
+  jitfuse::optimize_graph(g);
+  EXPECT_EQ(count(g, "aten::_convolution"), 1);
+  EXPECT_EQ(count(g, "jitfuse::conv2d_sum_relu"), 0);
+}
+
+TEST_F(PassTest, ConvOutputReadTwiceKeepsTheConvOutput) {
+  auto g = frozen_graph(R"IR(
+graph(%x : Tensor, %w : Tensor, %b : Tensor):
+  %one : int = prim::Constant[value=1]()
+  %s : int[] = prim::Constant[value=[1, 1]]()
+  %c : Tensor = aten::conv2d(%x, %w, %b, %s, %s, %s, %one)
+  %r : Tensor = aten::relu(%c)
+  %a : Tensor = aten::add(%r, %c, %one)
+  return (%a)
+)IR", {{"w", w}, {"b", b}});
+  auto expected = run(g, {x});
+  jitfuse::optimize_graph(g);
+  EXPECT_EQ(count(g, "jitfuse::conv2d_relu"), 0);
+  EXPECT_EQ(count(g, "jitfuse::conv2d"), 1);  // the lone conv, its output still read twice
+  EXPECT_EQ(count(g, "aten::relu"), 1);
+  EXPECT_TRUE(torch::allclose(run(g, {x}), expected, 1e-5, 1e-5));
+}
+
+TEST_F(PassTest, DoubleWeightsAndTransposedConvsAreLeftAlone) {
+  auto g64 = frozen_graph(kTracedConvAddRelu, {{"w", w.to(at::kDouble)}, {"b", b.to(at::kDouble)}});
+  jitfuse::optimize_graph(g64);
+  EXPECT_EQ(count(g64, "aten::_convolution"), 1);
+
+  std::string transposed = kTracedConvAddRelu;
+  transposed.replace(transposed.find("%f, %z"), 2, "%t");
+  auto gt = frozen_graph(transposed, {{"w", w}, {"b", b}});
+  jitfuse::optimize_graph(gt);
+  EXPECT_EQ(count(gt, "aten::_convolution"), 1);
+}
+
+TEST_F(PassTest, DisabledPatternAndDisabledPassesDoNotFuse) {
+  jitfuse::set_pattern_enabled("conv2d_sum_relu", false);
+  auto g = frozen_graph(kTracedConvAddRelu, {{"w", w}, {"b", b}});
+  jitfuse::optimize_graph(g);
+  EXPECT_EQ(count(g, "jitfuse::conv2d_sum_relu"), 0);
+  EXPECT_EQ(count(g, "jitfuse::conv2d_sum"), 1);  // the next row still applies
+  jitfuse::set_pattern_enabled("conv2d_sum_relu", true);
+  EXPECT_THROW(jitfuse::set_pattern_enabled("no_such_pattern", false), c10::Error);
+}
+
+TEST_F(PassTest, EveryPatternNameIsListed) {
+  auto names = jitfuse::pattern_names();
+  for (const char* n : {"conv2d_relu", "conv2d_sum", "conv2d_sum_relu", "conv2d_sigmoid",
+                        "conv2d_swish", "conv2d_hardtanh", "conv2d_silu", "conv2d_elu",
+                        "conv3d_relu", "conv3d_sum", "conv3d_sum_relu", "conv3d_silu", "conv2d"})
+    EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
+}
+
+}  // namespace
