@@ -247,6 +247,15 @@ at::Tensor conv_sum(const at::Tensor& input, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                     const at::Tensor& other, const at::Scalar& alpha) {
+  const auto p = check_conv(D, input, weight, bias, stride, padding, dilation, groups);
+  const bool fits = other.scalar_type() == input.scalar_type() &&
+                    at::infer_size(other.sizes(), p.out_sizes) == p.out_sizes;
+  if (!fits) {  // type promotion or a broadcast that grows the result: ATen does the add
+    auto out = at::add(conv_forward(D, input, weight, bias, stride, padding, dilation, groups, {}),
+                       other, alpha);
+    static_assert(A == Act::none || A == Act::relu, "conv_sum activations: none or relu");
+    return A == Act::relu ? at::relu(out) : out;
+  }
   PostOps post{PostOp{PostOp::sum, algorithm::undef, static_cast<float>(alpha.toDouble())}};
   for (const auto& op : activation(A)) post.push_back(op);
   return conv_forward(D, input, weight, bias, stride, padding, dilation, groups, post, &other);

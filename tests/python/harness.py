@@ -1,0 +1,53 @@
+"""One harness for every fusion test: freeze a model, let the executor optimize it, compare."""
+import torch
+
+import jitfuse
+
+# fp32 fused ops match the unfused graph to ~1e-5 relative (of the output's largest magnitude);
+# bf16 ones round once where stock rounds after every op: up to a couple of bf16 ulps.
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float64: 1e-12}
+
+
+def node_kinds(graph):
+    kinds = {}
+
+    def walk(block):
+        for n in block.nodes():
+            kinds[n.kind()] = kinds.get(n.kind(), 0) + 1
+            for b in n.blocks():
+                walk(b)
+
+    walk(graph)
+    return kinds
+
+
+def optimized(model, inputs, script=False, runs=3):
+    """trace (or script) + freeze, run `runs` times; returns (module, optimized graph kinds)."""
+    with torch.no_grad():
+        m = torch.jit.script(model) if script else torch.jit.trace(model, inputs, check_trace=False)
+        m = torch.jit.freeze(m.eval())
+        for _ in range(runs):
+            m(*inputs)
+        return m, node_kinds(m.graph_for(*inputs))
+
+
+def max_rel_err(got, ref):
+    got, ref = got.double(), ref.double()
+    return ((got - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
+
+
+def assert_matches(module, model, inputs, dtype):
+    """Outputs agree within the dtype's tolerance and no input was written."""
+    before = [x.clone() for x in inputs]
+    with torch.no_grad():
+        got, ref = module(*inputs), model(*inputs)
+    for x, x0 in zip(inputs, before):
+        assert torch.equal(x, x0), "an input was modified"
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    err = max_rel_err(got, ref)
+    assert err <= TOLERANCE[dtype], f"relative error {err:.2e} > {TOLERANCE[dtype]}"
+    return got
+
+
+def fused_ops(kinds):
+    return {k: v for k, v in kinds.items() if k.startswith("jitfuse::")}
