@@ -1,0 +1,188 @@
+"""jitfuse vs stock PyTorch on the same models, interleaved in one run.
+
+Variants, each traced and frozen from the same eager model:
+  stock       torch.jit.trace + torch.jit.freeze (jitfuse disabled)
+  ofi         torch.jit.optimize_for_inference (jitfuse disabled)
+  onednn      stock with torch.jit.enable_onednn_fusion(True) (jitfuse disabled)
+  jitfuse     trace + freeze with jitfuse enabled
+Prints median ms per call and the ratio to stock fp32 trace+freeze at the same batch size;
+writes the table (markdown) and a bar chart (PNG) to bench/results/.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+import jitfuse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from resnet50 import resnet50  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+class Variant:
+    """A frozen module plus the switches it was optimized under (re-applied on every call, so a
+    re-optimization by the executor sees the same ones)."""
+
+    def __init__(self, name, module, jitfuse_on=False, onednn_fuser=False):
+        self.name, self.module = name, module
+        self.jitfuse_on, self.onednn_fuser = jitfuse_on, onednn_fuser
+
+    def __call__(self, x):
+        jitfuse.set_enabled(self.jitfuse_on)
+        torch.jit.enable_onednn_fusion(self.onednn_fuser)
+        try:
+            return self.module(x)
+        finally:
+            jitfuse.set_enabled(True)
+            torch.jit.enable_onednn_fusion(False)
+
+
+def make_variants(model, x, names):
+    out = []
+    with torch.no_grad():
+        for name in names:
+            frozen = torch.jit.freeze(torch.jit.trace(model, x, check_trace=False))
+            if name == "ofi":
+                jitfuse.set_enabled(False)
+                frozen = torch.jit.optimize_for_inference(frozen)
+                jitfuse.set_enabled(True)
+            out.append(Variant(name, frozen, jitfuse_on=name == "jitfuse",
+                               onednn_fuser=name == "onednn"))
+    return out
+
+
+def interleaved(variants, x, warmup, iters):
+    """Median seconds per call of each variant; calls alternate so noise hits all alike."""
+    times = {v.name: [] for v in variants}
+    with torch.no_grad():
+        for v in variants:
+            for _ in range(warmup):
+                v(x)
+        for _ in range(iters):
+            for v in variants:
+                t = time.perf_counter()
+                v(x)
+                times[v.name].append(time.perf_counter() - t)
+    return {k: statistics.median(t) for k, t in times.items()}
+
+
+def check_outputs(variants, x, reference):
+    with torch.no_grad():
+        for v in variants:
+            got = v(x).float()
+            cos = torch.nn.functional.cosine_similarity(got.flatten(), reference.flatten(), dim=0)
+            if cos < 0.999:
+                raise SystemExit(f"{v.name}: output differs from eager fp32 (cosine {cos:.5f})")
+
+
+def bench_resnet50(batch, dtype, args):
+    model32 = resnet50()
+    x32 = torch.randn(batch, 3, 224, 224)
+    with torch.no_grad():
+        reference = model32(x32)
+    small = batch == 1
+    warmup, iters = (args.warmup, args.iters) if small else (max(3, args.warmup // 4), max(5, args.iters // 4))
+    # The baseline of every row: stock fp32 trace+freeze, measured in the same interleaved run.
+    baseline = make_variants(model32, x32, ["stock"])[0]
+    baseline.name = "stock fp32"
+    if dtype == torch.float32:
+        variants = make_variants(model32, x32, ["stock", "ofi", "onednn", "jitfuse"])
+        variants[0] = baseline
+        x = x32
+    else:
+        model = resnet50().to(dtype)
+        x = x32.to(dtype)
+        # Stock bf16 convolutions have no fast kernel on CPUs without bf16 instructions
+        # (seconds per call): measure them only where asked or where they can finish.
+        names = ["jitfuse"] if not (small or args.full) else ["stock", "ofi", "onednn", "jitfuse"]
+        variants = [baseline] + make_variants(model, x, names)
+    check_outputs(variants[1:] if dtype != torch.float32 else variants, x, reference)
+    # the baseline takes fp32 input; the others take x
+    timed = [baseline] + [Variant(v.name, _Cast(v, dtype), v.jitfuse_on, v.onednn_fuser)
+                          for v in variants[1:]]
+    slow = [v for v in timed if v.name in ("stock", "ofi", "onednn") and dtype != torch.float32]
+    fast = [v for v in timed if v not in slow]
+    med = interleaved(fast, x32, warmup, iters)
+    if slow:
+        med.update(interleaved(slow, x32, 1, 3))
+    return med
+
+
+class _Cast:
+    def __init__(self, variant, dtype):
+        self.variant, self.dtype = variant, dtype
+
+    def __call__(self, x):
+        return self.variant.module(x.to(self.dtype))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batches", default="1,16")
+    ap.add_argument("--dtypes", default="fp32,bf16")
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--full", action="store_true", help="also time stock bf16 at large batch (slow)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+    rows = []
+    for batch in [int(b) for b in args.batches.split(",")]:
+        for dname in args.dtypes.split(","):
+            med = bench_resnet50(batch, dtypes[dname], args)
+            base = med["stock fp32"]
+            for name, t in med.items():
+                if name == "stock fp32" and dname != "fp32":
+                    continue
+                label = "stock" if name == "stock fp32" else name
+                rows.append(("resnet50", batch, dname, label, t * 1e3, base / t))
+            print(f"done resnet50 batch {batch} {dname}", file=sys.stderr, flush=True)
+
+    lines = ["| model | batch | dtype | variant | median ms | vs stock fp32 trace+freeze |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {m} | {b} | {d} | {v} | {ms:.1f} | {r:.2f}x |" for m, b, d, v, ms, r in rows]
+    table = "\n".join(lines)
+    print(f"\n{args.threads} threads, torch {torch.__version__}, jitfuse {jitfuse.__version__}\n")
+    print(table)
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "results.md"), "w") as f:
+        f.write(table + "\n")
+    chart(rows, os.path.join(RESULTS, "results.png"))
+
+
+def chart(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(m, b, d) for m, b, d, *_ in rows}, key=lambda g: (g[0], g[1], g[2] != "fp32"))
+    variants = ["stock", "ofi", "onednn", "jitfuse"]
+    width = 0.8 / len(variants)
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(groups)), 4))
+    for i, v in enumerate(variants):
+        xs, ys = [], []
+        for j, g in enumerate(groups):
+            for m, b, d, name, ms, ratio in rows:
+                if (m, b, d) == g and name == v:
+                    xs.append(j + i * width)
+                    ys.append(ratio)
+        ax.bar(xs, ys, width, label=v)
+    ax.axhline(1.0, color="gray", linewidth=0.8)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))])
+    ax.set_xticklabels([f"{m}\nbs{b} {d}" for m, b, d in groups])
+    ax.set_ylabel("speed vs stock fp32 trace+freeze (x)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"chart: {path}")
+
+
+if __name__ == "__main__":
+    main()
