@@ -14,7 +14,14 @@ using dnnl::algorithm;
 struct ConvPrimitive : onednn::CachedPrimitive {
   dnnl::convolution_forward::primitive_desc pd;
   dnnl::convolution_forward prim;
-  explicit ConvPrimitive(dnnl::convolution_forward::primitive_desc p) : pd(std::move(p)), prim(pd) {}
+  // Torch memory formats that lie exactly as oneDNN's chosen src / dst layouts (none: blocked).
+  std::optional<at::MemoryFormat> src_format, dst_format;
+  ConvPrimitive(dnnl::convolution_forward::primitive_desc p, at::IntArrayRef src_sizes,
+                at::IntArrayRef dst_sizes, at::ScalarType type)
+      : pd(std::move(p)),
+        prim(pd),
+        src_format(onednn::torch_format_of(pd.src_desc(), src_sizes, type)),
+        dst_format(onednn::torch_format_of(pd.dst_desc(), dst_sizes, type)) {}
 };
 
 std::vector<int64_t> expand(at::IntArrayRef v, int64_t n, const char* what) {
@@ -95,9 +102,8 @@ std::shared_ptr<ConvPrimitive> conv_primitive(const ConvParams& p, const at::Ten
                                               const at::Tensor& weight,
                                               const at::Tensor& bias, const PostOps& post) {
   onednn::Key key;
-  key << std::string("conv") << input << weight << (bias.defined() ? bias.sizes() : at::IntArrayRef{})
-      << p.stride << p.padding << p.dilation << p.groups
-      << std::string(c10::toString(p.compute_type)) << post;
+  key << input << weight << bias << at::IntArrayRef(p.stride) << at::IntArrayRef(p.padding)
+      << at::IntArrayRef(p.dilation) << p.groups << static_cast<int64_t>(p.compute_type) << post;
   auto made = onednn::cached_primitive(key, [&]() -> std::shared_ptr<onednn::CachedPrimitive> {
     const auto dt = onednn::data_type(p.compute_type);
     auto src = onednn::any_desc(input.sizes(), p.compute_type);
@@ -115,26 +121,20 @@ std::shared_ptr<ConvPrimitive> conv_primitive(const ConvParams& p, const at::Ten
                          p.padding, attr)
                   : pd_t(eng, dnnl::prop_kind::forward_inference, algorithm::convolution_direct,
                          src, wei, dst, p.stride, dil, p.padding, p.padding, attr);
-    return std::make_shared<ConvPrimitive>(std::move(pd));
+    return std::make_shared<ConvPrimitive>(std::move(pd), input.sizes(), p.out_sizes,
+                                           p.compute_type);
   });
   return std::static_pointer_cast<ConvPrimitive>(made);
 }
 
-// A torch tensor whose memory is exactly `md`, in the first of `formats` that fits; undefined if
-// oneDNN chose a blocked layout.
-at::Tensor tensor_for(const dnnl::memory::desc& md, at::IntArrayRef sizes, at::ScalarType dtype,
-                      std::initializer_list<at::MemoryFormat> formats) {
-  for (auto f : formats) {
-    auto t = at::empty(sizes, at::TensorOptions().dtype(dtype).memory_format(f));
-    if (onednn::plain_desc(t) == md) return t;
-  }
-  return {};
-}
-
+// `other`, when set, is what the sum post-op adds. With `into_other` the result is written into
+// `other` itself (the pass proved nothing reads it afterwards): no copy when its layout is the
+// one oneDNN writes.
 at::Tensor conv_forward(int64_t spatial, const at::Tensor& input, const at::Tensor& weight,
                         const std::optional<at::Tensor>& bias_opt, at::IntArrayRef stride,
                         at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                        const PostOps& post, const at::Tensor* other = nullptr) {
+                        const PostOps& post, const at::Tensor* other = nullptr,
+                        bool into_other = false) {
   const auto p = check_conv(spatial, input, weight, bias_opt, stride, padding, dilation, groups);
   const auto user_format = input.suggest_memory_format();
   if (other) {
@@ -156,18 +156,27 @@ at::Tensor conv_forward(int64_t spatial, const at::Tensor& input, const at::Tens
 
   // Without native bf16 kernels, convert with ATen (vectorized; oneDNN's f32<->bf16 reorder is
   // its slow reference one here) and compute in f32.
-  at::Tensor src_keep;
-  auto src = onednn::as_layout(input.to(p.compute_type), pd.src_desc(), src_keep);
-  auto user_wei = weight.view(grouped_weight_dims(weight, groups));
-  auto wei = onednn::prepacked_weight(weight, onednn::plain_desc(user_wei), pd.weights_desc());
+  at::Tensor src_tensor = input.to(p.compute_type), src_keep;
+  auto src = conv->src_format && src_tensor.is_contiguous(*conv->src_format)
+                 ? onednn::wrap(src_tensor, pd.src_desc())
+                 : onednn::as_layout(src_tensor, pd.src_desc(), src_keep);
+  auto wei = onednn::prepacked_weight(weight, pd.weights_desc(), [&] {
+    return onednn::plain_desc(weight.view(grouped_weight_dims(weight, groups)));
+  });
 
-  // Write straight into a torch tensor when oneDNN's layout is NHWC/NCHW; else into a buffer.
-  const auto nhwc = spatial == 2 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::ChannelsLast3d;
-  at::Tensor out = tensor_for(pd.dst_desc(), p.out_sizes, p.compute_type,
-                              {nhwc, at::MemoryFormat::Contiguous});
+  // Write straight into a torch tensor when oneDNN's layout is a torch one; else into a buffer.
+  at::Tensor out;
+  if (conv->dst_format) {
+    const bool reuse_other = into_other && other->scalar_type() == p.compute_type &&
+                             other->sizes() == at::IntArrayRef(p.out_sizes) &&
+                             other->is_contiguous(*conv->dst_format);
+    out = reuse_other ? *other
+                      : at::empty(p.out_sizes, input.options().dtype(p.compute_type)
+                                                   .memory_format(*conv->dst_format));
+  }
   at::Tensor dst_buffer = out.defined() ? out : onednn::scratchpad(pd.dst_desc());
   dnnl::memory dst(pd.dst_desc(), onednn::engine(), dst_buffer.data_ptr());
-  if (other) {  // the sum post-op adds to what dst holds
+  if (other && !(out.defined() && out.is_same(*other))) {  // the sum post-op adds what dst holds
     if (out.defined()) {
       out.copy_(other->expand(p.out_sizes));
     } else {
@@ -193,6 +202,10 @@ at::Tensor conv_forward(int64_t spatial, const at::Tensor& input, const at::Tens
     auto plain = onednn::wrap(out);
     dnnl::reorder(dst, plain).execute(onednn::stream(), dst, plain);
     onednn::stream().wait();
+  }
+  if (into_other) {
+    if (!out.is_same(*other)) other->copy_(out);
+    return *other;
   }
   if (out.scalar_type() != input.scalar_type()) out = out.to(input.scalar_type());
   return out.contiguous(user_format);
@@ -241,24 +254,30 @@ at::Tensor conv_elu(const at::Tensor& input, const at::Tensor& weight,
                       eltwise(algorithm::eltwise_elu, alpha.toDouble()));
 }
 
-// conv(input) + alpha * other, then the activation.
-template <int64_t D, Act A>
+// conv(input) + alpha * other, then the activation; the `_` ops write the result into other.
+template <int64_t D, Act A, bool InPlace>
 at::Tensor conv_sum(const at::Tensor& input, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                     const at::Tensor& other, const at::Scalar& alpha) {
+  static_assert(A == Act::none || A == Act::relu, "conv_sum activations: none or relu");
   const auto p = check_conv(D, input, weight, bias, stride, padding, dilation, groups);
   const bool fits = other.scalar_type() == input.scalar_type() &&
                     at::infer_size(other.sizes(), p.out_sizes) == p.out_sizes;
   if (!fits) {  // type promotion or a broadcast that grows the result: ATen does the add
+    TORCH_CHECK(!InPlace, "jitfuse conv_sum_: other ", other.sizes(), " ", other.scalar_type(),
+                " cannot hold the result");
     auto out = at::add(conv_forward(D, input, weight, bias, stride, padding, dilation, groups, {}),
                        other, alpha);
-    static_assert(A == Act::none || A == Act::relu, "conv_sum activations: none or relu");
     return A == Act::relu ? at::relu(out) : out;
   }
+  if (InPlace)
+    TORCH_CHECK(other.sizes() == at::IntArrayRef(p.out_sizes), "jitfuse conv_sum_: other ",
+                other.sizes(), " cannot hold the result ", at::IntArrayRef(p.out_sizes));
   PostOps post{PostOp{PostOp::sum, algorithm::undef, static_cast<float>(alpha.toDouble())}};
   for (const auto& op : activation(A)) post.push_back(op);
-  return conv_forward(D, input, weight, bias, stride, padding, dilation, groups, post, &other);
+  return conv_forward(D, input, weight, bias, stride, padding, dilation, groups, post, &other,
+                      InPlace);
 }
 
 constexpr const char* kConvArgs =
@@ -272,6 +291,11 @@ void define_conv_ops(torch::Library& m) {
     const std::string schema = conv + suffix + kConvArgs + extra + ") -> Tensor";
     m.def(schema.c_str(), torch::dispatch(c10::DispatchKey::CPU, fn));
   };
+  auto def_inplace = [&](const std::string& suffix, auto fn) {
+    const std::string schema =
+        conv + suffix + kConvArgs + ", Tensor(a!) other, Scalar alpha=1) -> Tensor(a!)";
+    m.def(schema.c_str(), torch::dispatch(c10::DispatchKey::CPU, fn));
+  };
   // op name suffix     extra arguments                              kernel
   def("",               "",                                          TORCH_FN((conv_act<D, Act::none>)));
   def("_relu",          "",                                          TORCH_FN((conv_act<D, Act::relu>)));
@@ -280,8 +304,11 @@ void define_conv_ops(torch::Library& m) {
   def("_silu",          "",                                          TORCH_FN((conv_act<D, Act::swish>)));
   def("_hardtanh",      ", Scalar min_val, Scalar max_val",          TORCH_FN(conv_hardtanh<D>));
   def("_elu",           ", Scalar alpha",                            TORCH_FN(conv_elu<D>));
-  def("_sum",           ", Tensor other, Scalar alpha=1",            TORCH_FN((conv_sum<D, Act::none>)));
-  def("_sum_relu",      ", Tensor other, Scalar alpha=1",            TORCH_FN((conv_sum<D, Act::relu>)));
+  def("_sum",           ", Tensor other, Scalar alpha=1",            TORCH_FN((conv_sum<D, Act::none, false>)));
+  def("_sum_relu",      ", Tensor other, Scalar alpha=1",            TORCH_FN((conv_sum<D, Act::relu, false>)));
+  // In-place forms, for when nothing reads `other` afterwards (passes/layout.cpp decides).
+  def_inplace("_sum_",      TORCH_FN((conv_sum<D, Act::none, true>)));
+  def_inplace("_sum_relu_", TORCH_FN((conv_sum<D, Act::relu, true>)));
 }
 
 }  // namespace

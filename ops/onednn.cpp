@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <c10/util/intrusive_ptr.h>
 
+#include <cstring>
 #include <list>
 #include <mutex>
 #include <sstream>
@@ -82,38 +83,47 @@ bool has_sum(const PostOps& post_ops) {
   return false;
 }
 
-Key& Key::operator<<(const std::string& s) { s_ += s; s_ += '|'; return *this; }
-Key& Key::operator<<(int64_t v) { return *this << std::to_string(v); }
 Key& Key::operator<<(double v) {
-  std::ostringstream os;
-  os.precision(17);
-  os << v;
-  return *this << os.str();
+  int64_t bits;
+  static_assert(sizeof(bits) == sizeof(v));
+  std::memcpy(&bits, &v, sizeof(v));
+  return *this << bits;
 }
 Key& Key::operator<<(at::IntArrayRef v) {
-  for (auto x : v) { s_ += std::to_string(x); s_ += ','; }
-  s_ += '|';
+  *this << static_cast<int64_t>(v.size());
+  v_.insert(v_.end(), v.begin(), v.end());
   return *this;
 }
 Key& Key::operator<<(const at::Tensor& t) {
-  return *this << t.sizes() << t.strides() << std::string(c10::toString(t.scalar_type()));
+  if (!t.defined()) return *this << int64_t{-1};
+  return *this << t.sizes() << t.strides() << static_cast<int64_t>(t.scalar_type());
 }
 Key& Key::operator<<(const PostOps& p) {
+  *this << static_cast<int64_t>(p.size());
   for (const auto& op : p)
     *this << static_cast<int64_t>(op.kind) << static_cast<int64_t>(op.alg) << double(op.alpha)
           << double(op.beta);
-  return *this << std::string("/post");
+  return *this;
+}
+size_t Key::hash() const {
+  size_t h = v_.size();
+  for (int64_t x : v_) h ^= std::hash<int64_t>()(x) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+  return h;
 }
 
 namespace {
 
-// Least-recently-used map from key string to primitive.
+struct KeyHash {
+  size_t operator()(const Key& k) const { return k.hash(); }
+};
+
+// Least-recently-used map from key to primitive.
 class PrimitiveCache {
  public:
   explicit PrimitiveCache(size_t capacity) : capacity_(capacity) {}
 
   std::shared_ptr<CachedPrimitive> get_or_create(
-      const std::string& key, const std::function<std::shared_ptr<CachedPrimitive>()>& create) {
+      const Key& key, const std::function<std::shared_ptr<CachedPrimitive>()>& create) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = index_.find(key);
@@ -136,11 +146,11 @@ class PrimitiveCache {
   }
 
  private:
-  using Entry = std::pair<std::string, std::shared_ptr<CachedPrimitive>>;
+  using Entry = std::pair<Key, std::shared_ptr<CachedPrimitive>>;
   size_t capacity_;
   std::mutex mu_;
   std::list<Entry> order_;
-  std::unordered_map<std::string, std::list<Entry>::iterator> index_;
+  std::unordered_map<Key, std::list<Entry>::iterator, KeyHash> index_;
 };
 
 struct PackedWeight {
@@ -158,15 +168,14 @@ struct PackedWeight {
 }  // namespace
 
 std::shared_ptr<CachedPrimitive> cached_primitive(
-    const Key& key, const std::function<std::shared_ptr<CachedPrimitive>()>& create) {
+    Key key, const std::function<std::shared_ptr<CachedPrimitive>()>& create) {
   static PrimitiveCache cache(4096);
-  return cache.get_or_create(key.str() + "threads=" + std::to_string(at::get_num_threads()),
-                             create);
+  key << static_cast<int64_t>(at::get_num_threads());
+  return cache.get_or_create(key, create);
 }
 
-dnnl::memory prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc& user_md,
-                              const dnnl::memory::desc& wanted_md) {
-  if (user_md == wanted_md) return wrap(weight, user_md);
+dnnl::memory prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc& wanted_md,
+                              const std::function<dnnl::memory::desc()>& user_md) {
   static std::mutex mu;
   static std::unordered_map<const c10::TensorImpl*, PackedWeight> packed;
 
@@ -187,7 +196,7 @@ dnnl::memory prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc
   at::Tensor buffer = at::empty({static_cast<int64_t>(wanted_md.get_size())},
                                 weight.options().dtype(at::kByte));
   dnnl::memory out(wanted_md, engine(), buffer.data_ptr());
-  reorder(wrap(weight, user_md), out);
+  reorder(wrap(weight, user_md()), out);
   entry.layouts.emplace_back(wanted_md, buffer);
   return out;
 }
@@ -206,6 +215,19 @@ bool native_bf16() {
     }
   }();
   return native;
+}
+
+std::optional<at::MemoryFormat> torch_format_of(const dnnl::memory::desc& md, at::IntArrayRef sizes,
+                                                at::ScalarType dtype) {
+  std::vector<at::MemoryFormat> formats;
+  if (sizes.size() == 4) formats.push_back(at::MemoryFormat::ChannelsLast);
+  if (sizes.size() == 5) formats.push_back(at::MemoryFormat::ChannelsLast3d);
+  formats.push_back(at::MemoryFormat::Contiguous);
+  for (auto f : formats) {
+    auto probe = at::empty(sizes, at::TensorOptions().dtype(dtype).memory_format(f));
+    if (plain_desc(probe) == md) return f;
+  }
+  return std::nullopt;
 }
 
 at::Tensor scratchpad(const dnnl::memory::desc& md) {

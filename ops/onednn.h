@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,19 +43,20 @@ using PostOps = std::vector<PostOp>;
 dnnl::primitive_attr make_attr(const PostOps& post_ops);
 bool has_sum(const PostOps& post_ops);
 
-// Builds cache keys from shapes, types and parameters.
+// A cache key: shapes, types and parameters as a flat list of integers (cheap to build and hash
+// on every call).
 class Key {
  public:
-  Key& operator<<(const std::string& s);
-  Key& operator<<(int64_t v);
+  Key& operator<<(int64_t v) { v_.push_back(v); return *this; }
   Key& operator<<(double v);
   Key& operator<<(at::IntArrayRef v);
-  Key& operator<<(const at::Tensor& t);  // dims, strides, dtype
+  Key& operator<<(const at::Tensor& t);  // dims, strides, dtype; undefined tensors too
   Key& operator<<(const PostOps& p);
-  const std::string& str() const { return s_; }
+  bool operator==(const Key& o) const { return v_ == o.v_; }
+  size_t hash() const;
 
  private:
-  std::string s_;
+  std::vector<int64_t> v_;
 };
 
 // Primitive cache: process-wide LRU. oneDNN fixes a primitive's thread count when it is created,
@@ -63,13 +65,19 @@ struct CachedPrimitive {
   virtual ~CachedPrimitive() = default;
 };
 std::shared_ptr<CachedPrimitive> cached_primitive(
-    const Key& key, const std::function<std::shared_ptr<CachedPrimitive>()>& create);
+    Key key, const std::function<std::shared_ptr<CachedPrimitive>()>& create);
 
 // A constant weight reordered once into the layout a primitive wants. `user_md` describes
 // `weight`'s own storage (possibly regrouped). Keyed by the weight tensor's identity and version:
 // a freed or modified weight is never served stale.
-dnnl::memory prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc& user_md,
-                              const dnnl::memory::desc& wanted_md);
+// `user_md` is only asked for on a miss.
+dnnl::memory prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc& wanted_md,
+                              const std::function<dnnl::memory::desc()>& user_md);
+
+// The memory format in which a torch tensor of `sizes` lies exactly as `md`, if any
+// (channels_last first, then contiguous).
+std::optional<at::MemoryFormat> torch_format_of(const dnnl::memory::desc& md, at::IntArrayRef sizes,
+                                                at::ScalarType dtype);
 
 // Whether this CPU has native bf16 kernels; without them bf16 ops compute in f32 and round once.
 bool native_bf16();

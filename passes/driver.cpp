@@ -11,6 +11,7 @@ namespace jitfuse {
 void optimize_graph(GraphPtr& graph) {
   fuse_conv(graph);           // conv + post-ops -> jitfuse::conv{2,3}d*
   keep_channels_last(graph);  // after fusion: it places conversions around the fused convs
+  sum_in_place(graph);        // last: its liveness check sees every reader the others added
   torch::jit::EliminateDeadCode(graph);
 }
 

@@ -18,6 +18,7 @@ void optimize_graph(GraphPtr& graph);
 // The passes, in the order optimize_graph runs them.
 void fuse_conv(GraphPtr& graph);          // conv + activation / sum  -> jitfuse::conv*
 void keep_channels_last(GraphPtr& graph); // NHWC between fused convs, user's format at outputs
+void sum_in_place(GraphPtr& graph);       // conv sums write into an operand nothing reads later
 
 // Switches. Pattern names are those of the pattern tables (e.g. "conv2d_sum_relu").
 void set_enabled(bool enabled);

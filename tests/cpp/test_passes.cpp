@@ -95,6 +95,36 @@ graph(%x : Tensor, %y : Tensor, %w : Tensor, %b : Tensor, %w2 : Tensor):
   EXPECT_TRUE(got.is_contiguous()) << "a NCHW input gives a NCHW output";
 }
 
+TEST_F(PassTest, SumWritesIntoAFreshOperandOnlyWhenNothingReadsItLater) {
+  const std::string ir = R"IR(
+graph(%x : Tensor, %w : Tensor, %b : Tensor, %w1 : Tensor):
+  %one : int = prim::Constant[value=1]()
+  %s : int[] = prim::Constant[value=[1, 1]]()
+  %z : int[] = prim::Constant[value=[0, 0]]()
+  %identity : Tensor = aten::conv2d(%x, %w1, %b, %s, %z, %s, %one)
+  %c : Tensor = aten::conv2d(%x, %w, %b, %s, %s, %s, %one)
+  %a : Tensor = aten::add(%c, %identity, %one)
+  %r : Tensor = aten::relu(%a)
+  return (%r)
+)IR";
+  auto w1 = torch::randn({16, 8, 1, 1});
+  auto g = frozen_graph(ir, {{"w", w}, {"b", b}, {"w1", w1}});
+  auto expected = run(g, {x});
+  jitfuse::optimize_graph(g);
+  EXPECT_EQ(count(g, "jitfuse::conv2d_sum_relu_"), 1);
+  EXPECT_TRUE(torch::allclose(run(g, {x}), expected, 1e-5, 1e-4));
+
+  std::string read_later = ir;
+  read_later.replace(read_later.find("return (%r)"), 11,
+                     "%m : Tensor = aten::mul(%r, %identity)\n  return (%m)");
+  auto g2 = frozen_graph(read_later, {{"w", w}, {"b", b}, {"w1", w1}});
+  auto expected2 = run(g2, {x});
+  jitfuse::optimize_graph(g2);
+  EXPECT_EQ(count(g2, "jitfuse::conv2d_sum_relu_"), 0);
+  EXPECT_EQ(count(g2, "jitfuse::conv2d_sum_relu"), 1);
+  EXPECT_TRUE(torch::allclose(run(g2, {x}), expected2, 1e-5, 1e-4));
+}
+
 TEST_F(PassTest, NonConstantWeightIsLeftAlone) {
   auto g = std::make_shared<Graph>();
   torch::jit::parseIR(kTracedConvAddRelu, g.get());

@@ -299,3 +299,43 @@ def test_every_seed_conv_pattern_has_a_name():
               "conv2d_hardtanh", "conv2d_silu", "conv2d_elu", "conv3d_relu", "conv3d_sum",
               "conv3d_sum_relu", "conv3d_silu", "conv2d", "conv3d"]:
         assert n in names
+
+
+# ---- the sum writes into its operand only when nothing reads it afterwards --------------------
+
+class Residual(nn.Module):
+    """ResNet's shape: out = relu(conv_b(relu(conv_a(x))) + identity), identity = conv_c(x)."""
+
+    def __init__(self, read_identity_later=False):
+        super().__init__()
+        self.conv_a = nn.Conv2d(8, 8, 3, padding=1)
+        self.conv_b = nn.Conv2d(8, 16, 3, padding=1)
+        self.conv_c = nn.Conv2d(8, 16, 1)
+        self.read_identity_later = read_identity_later
+
+    def forward(self, x):
+        identity = self.conv_c(x)
+        out = F.relu(self.conv_b(F.relu(self.conv_a(x))) + identity)
+        return out * identity if self.read_identity_later else out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_sum_writes_into_a_dead_fresh_operand(dtype):
+    model, x = Residual().to(dtype).eval(), torch.randn(2, 8, 9, 9, dtype=dtype)
+    m, kinds = optimized(model, (x,))
+    assert kinds.get("jitfuse::conv2d_sum_relu_") == 1, kinds
+    assert_matches(m, model, (x,), dtype)
+    assert_matches(m, model, (torch.randn(3, 8, 5, 7, dtype=dtype),), dtype)
+
+
+def test_sum_operand_read_afterwards_is_not_written():
+    model, x = Residual(read_identity_later=True).eval(), torch.randn(2, 8, 9, 9)
+    m, kinds = optimized(model, (x,))
+    assert "jitfuse::conv2d_sum_relu" in kinds and "jitfuse::conv2d_sum_relu_" not in kinds, kinds
+    assert_matches(m, model, (x,), torch.float32)
+
+
+def test_sum_operand_that_is_a_graph_input_is_not_written():
+    model = build(2, lambda t, y: F.relu(t + y), torch.float32, False)
+    m, kinds = optimized(model, make_inputs(2))
+    assert "jitfuse::conv2d_sum_relu" in kinds and "jitfuse::conv2d_sum_relu_" not in kinds, kinds
