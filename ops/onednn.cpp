@@ -202,16 +202,19 @@ dnnl::memory prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc
 }
 
 bool native_bf16() {
+  // Ask oneDNN: a bf16 convolution it can create with an optimized (non-reference) kernel.
   static const bool native = [] {
-    switch (dnnl::get_effective_cpu_isa()) {
-      case dnnl::cpu_isa::avx2_vnni_2:
-      case dnnl::cpu_isa::avx512_core_bf16:
-      case dnnl::cpu_isa::avx512_core_fp16:
-      case dnnl::cpu_isa::avx512_core_amx:
-      case dnnl::cpu_isa::avx512_core_amx_fp16:
-        return true;
-      default:
-        return false;
+    using md = dnnl::memory::desc;
+    const auto bf16 = dnnl::memory::data_type::bf16;
+    const auto any = dnnl::memory::format_tag::any;
+    try {
+      dnnl::convolution_forward::primitive_desc pd(
+          engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+          md({1, 32, 8, 8}, bf16, any), md({32, 32, 3, 3}, bf16, any), md({1, 32, 8, 8}, bf16, any),
+          {1, 1}, {1, 1}, {1, 1});
+      return std::string(pd.impl_info_str()).rfind("ref", 0) != 0;
+    } catch (const dnnl::error&) {
+      return false;
     }
   }();
   return native;

@@ -79,7 +79,8 @@ dnnl::memory prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc
 std::optional<at::MemoryFormat> torch_format_of(const dnnl::memory::desc& md, at::IntArrayRef sizes,
                                                 at::ScalarType dtype);
 
-// Whether this CPU has native bf16 kernels; without them bf16 ops compute in f32 and round once.
+// Whether oneDNN has optimized bf16 kernels on this CPU; without them bf16 ops compute in f32 and
+// round the result once.
 bool native_bf16();
 
 // A user-managed scratchpad for one execution (primitives are shared across threads).

@@ -49,3 +49,4 @@ def test_loading_twice_is_a_no_op():
     importlib.reload(jitfuse)
     jitfuse._load()
     assert sum(p.endswith("libjitfuse.so") for p in torch.ops.loaded_libraries) == 1
+
