@@ -25,35 +25,34 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 class Variant:
-    """A frozen module plus the switches it was optimized under (re-applied on every call, so a
-    re-optimization by the executor sees the same ones)."""
+    """A frozen module, the dtype it takes, and the switches it was optimized under (re-applied
+    on every call, so a re-optimization by the executor sees the same ones)."""
 
-    def __init__(self, name, module, jitfuse_on=False, onednn_fuser=False):
-        self.name, self.module = name, module
+    def __init__(self, name, module, dtype, jitfuse_on=False, onednn_fuser=False):
+        self.name, self.module, self.dtype = name, module, dtype
         self.jitfuse_on, self.onednn_fuser = jitfuse_on, onednn_fuser
 
     def __call__(self, x):
         jitfuse.set_enabled(self.jitfuse_on)
         torch.jit.enable_onednn_fusion(self.onednn_fuser)
         try:
-            return self.module(x)
+            return self.module(x.to(self.dtype))
         finally:
             jitfuse.set_enabled(True)
             torch.jit.enable_onednn_fusion(False)
 
 
-def make_variants(model, x, names):
-    out = []
-    with torch.no_grad():
-        for name in names:
+def make_variant(name, model, x):
+    """`name` is one of stock, ofi, onednn, jitfuse."""
+    jitfuse.set_enabled(name == "jitfuse")
+    try:
+        with torch.no_grad():
             frozen = torch.jit.freeze(torch.jit.trace(model, x, check_trace=False))
             if name == "ofi":
-                jitfuse.set_enabled(False)
                 frozen = torch.jit.optimize_for_inference(frozen)
-                jitfuse.set_enabled(True)
-            out.append(Variant(name, frozen, jitfuse_on=name == "jitfuse",
-                               onednn_fuser=name == "onednn"))
-    return out
+    finally:
+        jitfuse.set_enabled(True)
+    return Variant(name, frozen, x.dtype, jitfuse_on=name == "jitfuse", onednn_fuser=name == "onednn")
 
 
 def interleaved(variants, x, warmup, iters):
@@ -81,44 +80,26 @@ def check_outputs(variants, x, reference):
 
 
 def bench_resnet50(batch, dtype, args):
-    model32 = resnet50()
-    x32 = torch.randn(batch, 3, 224, 224)
+    """Median seconds per variant. Every row's baseline, stock fp32 trace+freeze, is timed in the
+    same interleaved run."""
+    model32, x32 = resnet50(), torch.randn(batch, 3, 224, 224)
     with torch.no_grad():
         reference = model32(x32)
-    small = batch == 1
-    warmup, iters = (args.warmup, args.iters) if small else (max(3, args.warmup // 4), max(5, args.iters // 4))
-    # The baseline of every row: stock fp32 trace+freeze, measured in the same interleaved run.
-    baseline = make_variants(model32, x32, ["stock"])[0]
+    baseline = make_variant("stock", model32, x32)
     baseline.name = "stock fp32"
     if dtype == torch.float32:
-        variants = make_variants(model32, x32, ["stock", "ofi", "onednn", "jitfuse"])
-        variants[0] = baseline
-        x = x32
+        variants = [make_variant(n, model32, x32) for n in ("ofi", "onednn", "jitfuse")]
     else:
-        model = resnet50().to(dtype)
-        x = x32.to(dtype)
-        # Stock bf16 convolutions have no fast kernel on CPUs without bf16 instructions
-        # (seconds per call): measure them only where asked or where they can finish.
-        names = ["jitfuse"] if not (small or args.full) else ["stock", "ofi", "onednn", "jitfuse"]
-        variants = [baseline] + make_variants(model, x, names)
-    check_outputs(variants[1:] if dtype != torch.float32 else variants, x, reference)
-    # the baseline takes fp32 input; the others take x
-    timed = [baseline] + [Variant(v.name, _Cast(v, dtype), v.jitfuse_on, v.onednn_fuser)
-                          for v in variants[1:]]
-    slow = [v for v in timed if v.name in ("stock", "ofi", "onednn") and dtype != torch.float32]
-    fast = [v for v in timed if v not in slow]
-    med = interleaved(fast, x32, warmup, iters)
-    if slow:
-        med.update(interleaved(slow, x32, 1, 3))
-    return med
-
-
-class _Cast:
-    def __init__(self, variant, dtype):
-        self.variant, self.dtype = variant, dtype
-
-    def __call__(self, x):
-        return self.variant.module(x.to(self.dtype))
+        # Stock bf16 convolutions have no fast kernel on CPUs without bf16 instructions (seconds
+        # per call at batch 1): timed only with --full.
+        names = ("stock", "ofi", "onednn", "jitfuse") if args.full else ("jitfuse",)
+        model, x = resnet50().to(dtype), x32.to(dtype)
+        variants = [make_variant(n, model, x) for n in names]
+    check_outputs(variants, x32, reference)
+    warmup, iters = args.warmup, args.iters
+    if batch > 1:  # a call takes ~batch times longer; fewer calls keep the run short
+        warmup, iters = max(3, warmup // 4), max(5, iters // 3)
+    return interleaved([baseline] + variants, x32, warmup, iters)
 
 
 def main():
@@ -128,7 +109,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--full", action="store_true", help="also time stock bf16 at large batch (slow)")
+    ap.add_argument("--full", action="store_true",
+                    help="also time stock bf16 variants (slow without bf16 instructions)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -140,7 +122,7 @@ def main():
             base = med["stock fp32"]
             for name, t in med.items():
                 if name == "stock fp32" and dname != "fp32":
-                    continue
+                    continue  # shown in the fp32 row of the same batch
                 label = "stock" if name == "stock fp32" else name
                 rows.append(("resnet50", batch, dname, label, t * 1e3, base / t))
             print(f"done resnet50 batch {batch} {dname}", file=sys.stderr, flush=True)

@@ -1,5 +1,7 @@
 // The pass driver: the one place that lists jitfuse's passes in the order they run, registers
 // them with TorchScript's executor and exposes the switches to Python (as jitfuse::_ ops).
+#include <torch/csrc/jit/api/function_impl.h>
+#include <torch/csrc/jit/passes/constant_propagation.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/passes/pass_manager.h>
 #include <torch/library.h>
@@ -9,10 +11,22 @@
 namespace jitfuse {
 
 void optimize_graph(GraphPtr& graph) {
+  // Filters need geometry as constants; a loaded graph builds int lists with prim::ListConstruct.
+  torch::jit::ConstantPropagation(graph);
   fuse_conv(graph);           // conv + post-ops -> jitfuse::conv{2,3}d*
   keep_channels_last(graph);  // after fusion: it places conversions around the fused convs
   sum_in_place(graph);        // last: its liveness check sees every reader the others added
   torch::jit::EliminateDeadCode(graph);
+}
+
+torch::jit::Module optimize(const torch::jit::Module& frozen) {
+  // A clone has fresh executors: ones the original already built would keep the unfused plan.
+  torch::jit::Module out = frozen.clone();
+  for (const auto& method : out.get_methods()) {
+    auto graph = torch::jit::toGraphFunction(method.function()).graph();
+    optimize_graph(graph);
+  }
+  return out;
 }
 
 namespace {
@@ -32,6 +46,11 @@ TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
         [](std::string name, bool on) { set_pattern_enabled(name, on); });
   m.def("_is_pattern_enabled(str name) -> bool",
         [](std::string name) { return is_pattern_enabled(name); });
+  m.def("_optimize(Any module) -> Any", [](c10::IValue module) -> c10::IValue {
+    TORCH_CHECK(module.isObject() && module.toObjectRef().type()->is_module(),
+                "jitfuse.optimize: expected a torch.jit.ScriptModule");
+    return optimize(torch::jit::Module(module.toObject()))._ivalue();
+  });
   m.def("_pattern_names() -> str[]", []() {
     auto names = pattern_names();
     return c10::List<std::string>(names);

@@ -2,6 +2,7 @@
 // into and out of every conv. Convert each fused conv's input to channels_last once (a no-op when
 // it already is), let NHWC flow between ops, and give graph outputs back the user's format.
 #include <torch/csrc/jit/ir/ir.h>
+#include <torch/csrc/jit/ir/constants.h>
 
 #include "passes/passes.h"
 
@@ -34,12 +35,25 @@ std::vector<std::pair<Node*, size_t>> output_uses(torch::jit::Graph& graph) {
   return uses;
 }
 
+// Already NHWC by construction: made by a fused conv, or a conversion this pass placed before
+// (a graph fused offline and loaded runs the passes again).
+bool is_channels_last_source(const Node* n) {
+  if (is_jitfuse_conv(n)) return true;
+  if (n->kind() != c10::Symbol::fromQualString("aten::contiguous")) return false;
+  auto format = torch::jit::toIValue(n->input(1));
+  return format && format->isInt() &&
+         (format->toInt() == static_cast<int64_t>(at::MemoryFormat::ChannelsLast) ||
+          format->toInt() == static_cast<int64_t>(at::MemoryFormat::ChannelsLast3d));
+}
+
+const c10::Symbol kLikeMemoryFormat = c10::Symbol::fromQualString("jitfuse::like_memory_format");
+
 }  // namespace
 
 void keep_channels_last(GraphPtr& graph) {
   Value* user_tensor = nullptr;  // what the first fused conv read, before conversion
   for (Node* n : graph->nodes()) {
-    if (!is_jitfuse_conv(n) || is_jitfuse_conv(n->input(0)->node())) continue;
+    if (!is_jitfuse_conv(n) || is_channels_last_source(n->input(0)->node())) continue;
     Value* x = n->input(0);
     if (!user_tensor) user_tensor = x;
     const bool is3d = std::string(n->kind().toQualString()).rfind("jitfuse::conv3d", 0) == 0;
@@ -54,11 +68,11 @@ void keep_channels_last(GraphPtr& graph) {
   if (!user_tensor) return;
   for (auto [user, index] : output_uses(*graph)) {
     Value* v = user->input(index);
-    if (!v->type()->cast<c10::TensorType>() || v->node()->kind() == torch::jit::prim::Param)
+    if (!v->type()->cast<c10::TensorType>() || v->node()->kind() == torch::jit::prim::Param ||
+        v->node()->kind() == kLikeMemoryFormat)
       continue;
     torch::jit::WithInsertPoint guard(user);
-    Node* restore = graph->create(c10::Symbol::fromQualString("jitfuse::like_memory_format"),
-                                  {v, user_tensor});
+    Node* restore = graph->create(kLikeMemoryFormat, {v, user_tensor});
     graph->insertNode(restore);
     restore->output()->setType(v->type());
     user->replaceInput(index, restore->output());

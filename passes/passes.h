@@ -2,6 +2,7 @@
 // TorchScript profiling executor; these entry points run them on a graph directly.
 #pragma once
 
+#include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/ir/ir.h>
 
 #include <memory>
@@ -14,6 +15,11 @@ using GraphPtr = std::shared_ptr<torch::jit::Graph>;
 
 // Every jitfuse pass, in order (what the executor runs when jitfuse is enabled).
 void optimize_graph(GraphPtr& graph);
+
+// Offline: a copy of a frozen module with every method's graph already fused, so its first call
+// runs fused and torch::jit::save writes the fused graph. (The executor runs the passes again on
+// the 2nd call; on a fused graph they change nothing.)
+torch::jit::Module optimize(const torch::jit::Module& frozen);
 
 // The passes, in the order optimize_graph runs them.
 void fuse_conv(GraphPtr& graph);          // conv + activation / sum  -> jitfuse::conv*

@@ -58,5 +58,13 @@ def is_pattern_enabled(name: str) -> bool:
     return bool(_ops._is_pattern_enabled(name))
 
 
-__all__ = ["set_enabled", "is_enabled", "patterns", "set_pattern_enabled", "is_pattern_enabled",
+def optimize(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """Fuse a frozen module now: returns a copy whose first call runs fused and whose
+    torch.jit.save file holds the fused graph (loading it needs jitfuse imported)."""
+    if not isinstance(module, torch.jit.ScriptModule):
+        raise TypeError(f"jitfuse.optimize: expected a frozen torch.jit.ScriptModule, got {type(module).__name__}")
+    return torch.jit._recursive.wrap_cpp_module(_ops._optimize(module._c))
+
+
+__all__ = ["optimize", "set_enabled", "is_enabled", "patterns", "set_pattern_enabled", "is_pattern_enabled",
            "__version__"]
