@@ -84,9 +84,7 @@ ConvParams check_conv(int64_t spatial, const at::Tensor& input, const at::Tensor
                 ") is smaller than the dilated kernel size (", k, ")");
     p.out_sizes.push_back((in - k) / p.stride[i] + 1);
   }
-  p.compute_type = input.scalar_type() == at::kBFloat16 && !onednn::native_bf16()
-                       ? at::kFloat
-                       : input.scalar_type();
+  p.compute_type = onednn::compute_type(input.scalar_type());
   return p;
 }
 
@@ -174,7 +172,7 @@ at::Tensor conv_forward(int64_t spatial, const at::Tensor& input, const at::Tens
                       : at::empty(p.out_sizes, input.options().dtype(p.compute_type)
                                                    .memory_format(*conv->dst_format));
   }
-  at::Tensor dst_buffer = out.defined() ? out : onednn::scratchpad(pd.dst_desc());
+  at::Tensor dst_buffer = out.defined() ? out : onednn::buffer(pd.dst_desc());
   dnnl::memory dst(pd.dst_desc(), onednn::engine(), dst_buffer.data_ptr());
   if (other && !(out.defined() && out.is_same(*other))) {  // the sum post-op adds what dst holds
     if (out.defined()) {
@@ -187,15 +185,10 @@ at::Tensor conv_forward(int64_t spatial, const at::Tensor& input, const at::Tens
     }
   }
 
-  auto scratch = onednn::scratchpad(pd.scratchpad_desc());
   std::unordered_map<int, dnnl::memory> args{
-      {DNNL_ARG_SRC, src},
-      {DNNL_ARG_WEIGHTS, wei},
-      {DNNL_ARG_DST, dst},
-      {DNNL_ARG_SCRATCHPAD, dnnl::memory(pd.scratchpad_desc(), onednn::engine(), scratch.data_ptr())}};
+      {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
   if (bias.defined()) args.emplace(DNNL_ARG_BIAS, onednn::wrap(bias));
-  conv->prim.execute(onednn::stream(), args);
-  onednn::stream().wait();
+  onednn::execute(conv->prim, pd.scratchpad_desc(), std::move(args));
 
   if (!out.defined()) {  // blocked layout: reorder back into a plain tensor
     out = at::empty(p.out_sizes, input.options().dtype(p.compute_type).memory_format(user_format));

@@ -220,6 +220,18 @@ bool native_bf16() {
   return native;
 }
 
+at::ScalarType compute_type(at::ScalarType t) {
+  return t == at::kBFloat16 && !native_bf16() ? at::kFloat : t;
+}
+
+void execute(const dnnl::primitive& prim, const dnnl::memory::desc& scratchpad_md,
+             std::unordered_map<int, dnnl::memory> args) {
+  auto scratch = buffer(scratchpad_md);
+  args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(scratchpad_md, engine(), scratch.data_ptr()));
+  prim.execute(stream(), args);
+  stream().wait();
+}
+
 std::optional<at::MemoryFormat> torch_format_of(const dnnl::memory::desc& md, at::IntArrayRef sizes,
                                                 at::ScalarType dtype) {
   std::vector<at::MemoryFormat> formats;
@@ -233,7 +245,7 @@ std::optional<at::MemoryFormat> torch_format_of(const dnnl::memory::desc& md, at
   return std::nullopt;
 }
 
-at::Tensor scratchpad(const dnnl::memory::desc& md) {
+at::Tensor buffer(const dnnl::memory::desc& md) {
   return at::empty({static_cast<int64_t>(md.get_size())}, at::TensorOptions().dtype(at::kByte));
 }
 

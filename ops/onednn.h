@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 // torch's include tree ships newer oneDNN headers; the build must pick ours (onednn-devel 2023.2.0).
@@ -79,11 +80,19 @@ dnnl::memory prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc
 std::optional<at::MemoryFormat> torch_format_of(const dnnl::memory::desc& md, at::IntArrayRef sizes,
                                                 at::ScalarType dtype);
 
+// The type a primitive computes in for tensors of type `t`: bf16 only where oneDNN has optimized
+// bf16 kernels, else f32 (converted with ATen, rounded back once).
+at::ScalarType compute_type(at::ScalarType t);
+
+// Runs a primitive with a user scratchpad (primitives are shared across threads).
+void execute(const dnnl::primitive& prim, const dnnl::memory::desc& scratchpad_md,
+             std::unordered_map<int, dnnl::memory> args);
+
 // Whether oneDNN has optimized bf16 kernels on this CPU; without them bf16 ops compute in f32 and
 // round the result once.
 bool native_bf16();
 
-// A user-managed scratchpad for one execution (primitives are shared across threads).
-at::Tensor scratchpad(const dnnl::memory::desc& md);
+// A byte buffer of `md`'s size (scratchpads, blocked intermediates).
+at::Tensor buffer(const dnnl::memory::desc& md);
 
 }  // namespace jitfuse::onednn

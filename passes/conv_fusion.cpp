@@ -13,20 +13,8 @@ namespace {
 // weight of the right rank, constant bias or none, constant int-list geometry, not transposed.
 Filter conv_is_fusable(int64_t rank) {
   return [rank](const Match& m, const ValueMap& v) {
-    auto weight = constant(bound(m, v, "weight"));
-    if (!weight || !weight->isTensor()) return false;
-    const auto& w = weight->toTensor();
-    if (w.dim() != rank || !w.device().is_cpu() || w.layout() != at::kStrided) return false;
-    if (w.scalar_type() != at::kFloat && w.scalar_type() != at::kBFloat16) return false;
-    auto bias = constant(bound(m, v, "bias"));
-    if (!bias) return false;
-    if (!bias->isNone()) {
-      if (!bias->isTensor()) return false;
-      const auto& b = bias->toTensor();
-      if (b.layout() != at::kStrided || !b.device().is_cpu() ||
-          (b.scalar_type() != w.scalar_type() && b.scalar_type() != at::kFloat))
-        return false;
-    }
+    auto w = frozen_weight(bound(m, v, "weight"), rank);
+    if (!w || !is_constant_bias_for(bound(m, v, "bias"), *w)) return false;
     for (const char* geometry : {"stride", "padding", "dilation"})
       if (!is_constant_int_list(bound(m, v, geometry))) return false;
     if (!is_constant_int(bound(m, v, "groups"))) return false;
@@ -35,7 +23,7 @@ Filter conv_is_fusable(int64_t rank) {
     auto type = bound(m, v, "input")->type()->cast<c10::TensorType>();
     if (!type) return false;
     if (type->dim() && *type->dim() != rank) return false;
-    if (type->scalarType() && *type->scalarType() != w.scalar_type()) return false;
+    if (type->scalarType() && *type->scalarType() != w->scalar_type()) return false;
     if (type->device() && !type->device()->is_cpu()) return false;
     return true;
   };
@@ -46,13 +34,11 @@ bool alpha_is_one(const Match& m, const ValueMap& v) {
 }
 
 bool alpha_is_constant(const Match& m, const ValueMap& v) {
-  auto c = constant(bound(m, v, "alpha"));
-  return c && (c->isInt() || c->isDouble());
+  return is_constant_scalar(bound(m, v, "alpha"));
 }
 
 bool hardtanh_bounds_constant(const Match& m, const ValueMap& v) {
-  auto lo = constant(bound(m, v, "min_val")), hi = constant(bound(m, v, "max_val"));
-  return lo && hi && (lo->isInt() || lo->isDouble()) && (hi->isInt() || hi->isDouble());
+  return is_constant_scalar(bound(m, v, "min_val")) && is_constant_scalar(bound(m, v, "max_val"));
 }
 
 // oneDNN's elu is alpha * (exp(x) - 1) for x < 0: torch's scale and input_scale must be 1.

@@ -13,6 +13,9 @@ namespace jitfuse {
 void optimize_graph(GraphPtr& graph) {
   // Filters need geometry as constants; a loaded graph builds int lists with prim::ListConstruct.
   torch::jit::ConstantPropagation(graph);
+  fuse_linear_x3(graph);      // before fuse_linear: the merged GEMM is an aten::linear it fuses
+  fuse_linear(graph);         // linear + activation -> jitfuse::linear*
+  fuse_transformer(graph);    // add + layer_norm, scaled masked softmax, head merge
   fuse_conv(graph);           // conv + post-ops -> jitfuse::conv{2,3}d*
   keep_channels_last(graph);  // after fusion: it places conversions around the fused convs
   sum_in_place(graph);        // last: its liveness check sees every reader the others added

@@ -11,19 +11,12 @@ bool verbose();  // switches.cpp
 
 namespace {
 
-std::string describe(const Match& match) {
+std::vector<torch::jit::Node*> matched_nodes(const Match& match) {
   std::vector<torch::jit::Node*> nodes;
   for (const auto& [pattern_node, node] : match.nodes_map)
     if (node->kind() != torch::jit::prim::Param && node->kind() != torch::jit::prim::Return)
       nodes.push_back(node);
-  std::sort(nodes.begin(), nodes.end(), [](auto* a, auto* b) { return a->isBefore(b); });
-  std::string out;
-  for (auto* n : nodes) {
-    if (!out.empty()) out += ", ";
-    out += n->kind().toQualString();
-    if (!n->outputs().empty()) out += " %" + n->output(0)->debugName();
-  }
-  return out;
+  return nodes;
 }
 
 }  // namespace
@@ -42,10 +35,22 @@ void apply_rewrites(GraphPtr& graph, const std::vector<Rewrite>& rewrites) {
       for (const auto& [p, n] : match.nodes_map)
         if (claimed.count(n)) return false;
       for (const auto& [p, n] : match.nodes_map) claimed.insert(n);
-      if (verbose()) std::cerr << "jitfuse: " << row.name << " <- " << describe(match) << "\n";
+      report_rewrite(row.name, matched_nodes(match));
       return true;
     });
   }
+}
+
+void report_rewrite(const std::string& name, std::vector<torch::jit::Node*> nodes) {
+  if (!verbose()) return;
+  std::sort(nodes.begin(), nodes.end(), [](auto* a, auto* b) { return a->isBefore(b); });
+  std::string out;
+  for (auto* n : nodes) {
+    if (!out.empty()) out += ", ";
+    out += n->kind().toQualString();
+    if (!n->outputs().empty()) out += " %" + n->output(0)->debugName();
+  }
+  std::cerr << "jitfuse: " << name << " <- " << out << "\n";
 }
 
 std::string graph_ir(const std::string& inputs, const std::string& statements,
@@ -92,6 +97,30 @@ bool is_constant_bool(Value* v, bool expected) {
 bool is_constant_number(Value* v, double expected) {
   auto c = constant(v);
   return c && (c->isInt() || c->isDouble()) && c->toScalar().toDouble() == expected;
+}
+
+bool is_constant_scalar(Value* v) {
+  auto c = constant(v);
+  return c && (c->isInt() || c->isDouble());
+}
+
+std::optional<at::Tensor> frozen_weight(Value* v, int64_t rank) {
+  auto c = constant(v);
+  if (!c || !c->isTensor()) return std::nullopt;
+  const auto& w = c->toTensor();
+  if (w.dim() != rank || !w.device().is_cpu() || w.layout() != at::kStrided) return std::nullopt;
+  if (w.scalar_type() != at::kFloat && w.scalar_type() != at::kBFloat16) return std::nullopt;
+  return w;
+}
+
+bool is_constant_bias_for(Value* v, const at::Tensor& weight) {
+  auto c = constant(v);
+  if (!c) return false;
+  if (c->isNone()) return true;
+  if (!c->isTensor()) return false;
+  const auto& b = c->toTensor();
+  return b.layout() == at::kStrided && b.device().is_cpu() && b.dim() == 1 &&
+         (b.scalar_type() == weight.scalar_type() || b.scalar_type() == at::kFloat);
 }
 
 }  // namespace jitfuse

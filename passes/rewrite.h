@@ -38,6 +38,13 @@ std::vector<std::string> inplace_variants(const std::string& ir);
 
 // The pattern tables of the fusion families (one file each in passes/).
 const std::vector<Rewrite>& conv_rewrites();
+const std::vector<Rewrite>& linear_rewrites();
+const std::vector<Rewrite>& transformer_rewrites();
+// Patterns applied by a pass of their own rather than a table row.
+constexpr const char* kLinearX3 = "linear_linear_linear";
+
+// For JITFUSE_VERBOSE: one line naming the pattern and the nodes it replaces.
+void report_rewrite(const std::string& name, std::vector<torch::jit::Node*> nodes);
 
 // ---- filter helpers: what a match binds, as constants and types ----
 Value* bound(const Match& match, const ValueMap& vmap, const std::string& name);
@@ -46,5 +53,10 @@ bool is_constant_int_list(Value* v);
 bool is_constant_int(Value* v);
 bool is_constant_bool(Value* v, bool expected);
 bool is_constant_number(Value* v, double expected);  // an int or float constant equal to expected
+bool is_constant_scalar(Value* v);                   // an int or float constant
+// A frozen weight: a constant strided CPU float32/bfloat16 tensor of `rank` dims.
+std::optional<at::Tensor> frozen_weight(Value* v, int64_t rank);
+// A constant None, or a constant tensor of `weight`'s dtype or float32.
+bool is_constant_bias_for(Value* v, const at::Tensor& weight);
 
 }  // namespace jitfuse

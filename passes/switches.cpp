@@ -55,8 +55,8 @@ void set_enabled(bool enabled) { g_enabled = enabled; }
 bool is_enabled() { return g_enabled; }
 
 std::vector<std::string> pattern_names() {
-  std::vector<std::string> names;
-  for (const auto* table : {&conv_rewrites()})
+  std::vector<std::string> names{kLinearX3};
+  for (const auto* table : {&linear_rewrites(), &transformer_rewrites(), &conv_rewrites()})
     for (const auto& row : *table)
       if (std::find(names.begin(), names.end(), row.name) == names.end()) names.push_back(row.name);
   return names;

@@ -1,0 +1,111 @@
+// Fused linears: one oneDNN matmul kernel with a post-op list serves linear, linear_relu and
+// linear_gelu. Inputs of any rank (... x in_features); weights prepacked once.
+#include "ops/onednn.h"
+
+#include <torch/library.h>
+
+namespace jitfuse {
+namespace {
+
+using onednn::PostOp;
+using onednn::PostOps;
+using dnnl::algorithm;
+
+struct MatmulPrimitive : onednn::CachedPrimitive {
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul prim;
+  explicit MatmulPrimitive(dnnl::matmul::primitive_desc p) : pd(std::move(p)), prim(pd) {}
+};
+
+void check_linear(const at::Tensor& input, const at::Tensor& weight,
+                  const std::optional<at::Tensor>& bias) {
+  TORCH_CHECK(input.device().is_cpu() && weight.device().is_cpu(), "jitfuse linear: expected CPU tensors");
+  TORCH_CHECK(input.layout() == at::kStrided && weight.layout() == at::kStrided,
+              "jitfuse linear: expected strided tensors");
+  TORCH_CHECK(input.dim() >= 1, "jitfuse linear: expected an input of at least 1 dimension");
+  TORCH_CHECK(weight.dim() == 2, "jitfuse linear: expected a 2-D weight, got ", weight.dim(), "-D");
+  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kBFloat16,
+              "jitfuse linear: expected float32 or bfloat16 input, got ", input.scalar_type());
+  TORCH_CHECK(weight.scalar_type() == input.scalar_type(), "jitfuse linear: input (",
+              input.scalar_type(), ") and weight (", weight.scalar_type(), ") must have the same dtype");
+  TORCH_CHECK(input.size(-1) == weight.size(1), "jitfuse linear: input ", input.sizes(),
+              " cannot be multiplied by weight ", weight.sizes(), " (in_features ", weight.size(1), ")");
+  if (bias && bias->defined())
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0),
+                "jitfuse linear: expected bias of shape [", weight.size(0), "], got ", bias->sizes());
+}
+
+at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias_opt, const PostOps& post) {
+  check_linear(input, weight, bias_opt);
+  const int64_t k = weight.size(1), n = weight.size(0);
+  auto out_sizes = input.sizes().vec();
+  out_sizes.back() = n;
+  const auto type = onednn::compute_type(input.scalar_type());
+  at::Tensor src = input.to(type).reshape({-1, k}).contiguous();
+  const int64_t m = src.size(0);
+  if (m == 0) return at::empty(out_sizes, input.options());
+
+  at::Tensor bias;
+  if (bias_opt && bias_opt->defined()) bias = bias_opt->to(type).reshape({1, n}).contiguous();
+  onednn::Key key;
+  key << m << k << n << static_cast<int64_t>(type) << bias << weight << post;
+  auto made = onednn::cached_primitive(key, [&]() -> std::shared_ptr<onednn::CachedPrimitive> {
+    const auto dt = onednn::data_type(type);
+    using tag = dnnl::memory::format_tag;
+    dnnl::memory::desc src_md({m, k}, dt, tag::ab), wei_md({k, n}, dt, tag::any),
+        dst_md({m, n}, dt, tag::ab);
+    auto attr = onednn::make_attr(post);
+    auto pd = bias.defined()
+                  ? dnnl::matmul::primitive_desc(onednn::engine(), src_md, wei_md,
+                                                 onednn::plain_desc(bias), dst_md, attr)
+                  : dnnl::matmul::primitive_desc(onednn::engine(), src_md, wei_md, dst_md, attr);
+    return std::make_shared<MatmulPrimitive>(std::move(pd));
+  });
+  const auto& mm = static_cast<const MatmulPrimitive&>(*made);
+
+  // torch's weight is [n, k]: as the matmul's [k, n] it is the transposed view.
+  auto wei = onednn::prepacked_weight(weight, mm.pd.weights_desc(), [&] {
+    return onednn::plain_desc(weight.t());
+  });
+  at::Tensor out = at::empty({m, n}, src.options());
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, onednn::wrap(src)},
+                                             {DNNL_ARG_WEIGHTS, wei},
+                                             {DNNL_ARG_DST, onednn::wrap(out)}};
+  if (bias.defined()) args.emplace(DNNL_ARG_BIAS, onednn::wrap(bias));
+  onednn::execute(mm.prim, mm.pd.scratchpad_desc(), std::move(args));
+  return out.to(input.scalar_type()).view(out_sizes);
+}
+
+at::Tensor linear(const at::Tensor& input, const at::Tensor& weight,
+                  const std::optional<at::Tensor>& bias) {
+  return linear_forward(input, weight, bias, {});
+}
+
+at::Tensor linear_relu(const at::Tensor& input, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias) {
+  return linear_forward(input, weight, bias, {PostOp{PostOp::eltwise, algorithm::eltwise_relu}});
+}
+
+// approximate: "none" (erf) or "tanh", as aten::gelu.
+at::Tensor linear_gelu(const at::Tensor& input, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias, c10::string_view approximate) {
+  TORCH_CHECK(approximate == "none" || approximate == "tanh",
+              "jitfuse linear_gelu: approximate must be 'none' or 'tanh', got '", approximate, "'");
+  const auto alg = approximate == "none" ? algorithm::eltwise_gelu_erf : algorithm::eltwise_gelu_tanh;
+  return linear_forward(input, weight, bias, {PostOp{PostOp::eltwise, alg}});
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
+  const auto cpu = c10::DispatchKey::CPU;
+  m.def("linear(Tensor input, Tensor weight, Tensor? bias) -> Tensor",
+        torch::dispatch(cpu, TORCH_FN(linear)));
+  m.def("linear_relu(Tensor input, Tensor weight, Tensor? bias) -> Tensor",
+        torch::dispatch(cpu, TORCH_FN(linear_relu)));
+  m.def("linear_gelu(Tensor input, Tensor weight, Tensor? bias, str approximate='none') -> Tensor",
+        torch::dispatch(cpu, TORCH_FN(linear_gelu)));
+}
+
+}  // namespace jitfuse

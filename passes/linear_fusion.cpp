@@ -1,0 +1,127 @@
+// Linear fusions (fp32, bf16): the table of aten::linear tails, and linear_linear_linear, which
+// merges the Linears that read one input (attention's Q, K, V) into one GEMM on concatenated
+// constant weights followed by a split, so what follows sees the same tensors.
+#include "passes/rewrite.h"
+
+#include <torch/csrc/jit/ir/ir.h>
+
+namespace jitfuse {
+namespace {
+
+using torch::jit::Node;
+
+bool linear_is_fusable(const Match& m, const ValueMap& v) {
+  auto w = frozen_weight(bound(m, v, "weight"), 2);
+  if (!w || !is_constant_bias_for(bound(m, v, "bias"), *w)) return false;
+  auto type = bound(m, v, "input")->type()->cast<c10::TensorType>();
+  return type && (!type->scalarType() || *type->scalarType() == w->scalar_type()) &&
+         (!type->device() || type->device()->is_cpu());
+}
+
+bool gelu_approximation_known(const Match& m, const ValueMap& v) {
+  auto c = constant(bound(m, v, "approximate"));
+  return c && c->isString() && (c->toStringRef() == "none" || c->toStringRef() == "tanh");
+}
+
+struct LinearTail {
+  const char* name;     // the fused op, jitfuse::<name>
+  const char* tail;     // IR from %linear to %out; {_} expands to the in-place spelling too
+  const char* inputs;   // pattern inputs the tail reads
+  std::vector<Filter> filters;
+};
+
+const std::vector<LinearTail>& linear_tails() {
+  static const std::vector<LinearTail> tails = {
+      // name          tail (%linear -> %out)                                 tail inputs       filters
+      {"linear_relu", "%out = aten::relu{_}(%linear)",                        "",               {}},
+      {"linear_gelu", "%out = aten::gelu{_}(%linear, %approximate)",          ", %approximate", {gelu_approximation_known}},
+      // A lone linear still gains a prepacked weight.
+      {"linear",      "",                                                     "",               {}},
+  };
+  return tails;
+}
+
+std::vector<Rewrite> build_linear_rewrites() {
+  std::vector<Rewrite> rows;
+  for (const auto& t : linear_tails()) {
+    const std::string inputs = std::string("%input, %weight, %bias") + t.inputs;
+    const std::string out = *t.tail ? "%out" : "%linear";
+    for (const auto& tail : inplace_variants(t.tail)) {
+      Rewrite r;
+      r.name = t.name;
+      r.pattern = graph_ir(inputs, "%linear = aten::linear(%input, %weight, %bias)\n" + tail, out);
+      r.replacement = graph_ir(inputs,
+                               out + " = jitfuse::" + t.name + "(" + inputs + ")", out);
+      r.filters = t.filters;
+      r.filters.insert(r.filters.begin(), linear_is_fusable);
+      rows.push_back(std::move(r));
+    }
+  }
+  return rows;
+}
+
+// Groups of 3 or more Linears of the graph's top block that read one input, with frozen weights
+// of one dtype.
+std::vector<std::vector<Node*>> linear_groups(torch::jit::Block* block) {
+  std::unordered_map<torch::jit::Value*, std::vector<Node*>> readers;
+  std::vector<torch::jit::Value*> order;
+  for (Node* n : block->nodes()) {
+    if (n->kind() != c10::Symbol::fromQualString("aten::linear")) continue;
+    auto w = frozen_weight(n->input(1), 2);
+    if (!w || !is_constant_bias_for(n->input(2), *w)) continue;
+    auto& group = readers[n->input(0)];
+    if (!group.empty() && constant(group[0]->input(1))->toTensor().scalar_type() != w->scalar_type())
+      continue;
+    if (group.empty()) order.push_back(n->input(0));
+    group.push_back(n);
+  }
+  std::vector<std::vector<Node*>> groups;
+  for (auto* v : order)
+    if (readers[v].size() >= 3) groups.push_back(readers[v]);
+  return groups;
+}
+
+void merge_linears(torch::jit::Graph& graph, const std::vector<Node*>& group) {
+  std::vector<at::Tensor> weights, biases;
+  std::vector<int64_t> out_features;
+  bool any_bias = false;
+  for (Node* n : group) {
+    const auto w = constant(n->input(1))->toTensor();
+    const auto b = constant(n->input(2));
+    weights.push_back(w);
+    out_features.push_back(w.size(0));
+    any_bias |= b->isTensor();
+    biases.push_back(b->isTensor() ? b->toTensor().to(w.scalar_type())
+                                   : at::zeros({w.size(0)}, w.options()));
+  }
+  torch::jit::WithInsertPoint guard(group.front());  // the earliest reader: the input exists there
+  auto* weight = graph.insertConstant(at::cat(weights, 0));
+  auto* bias = any_bias ? graph.insertConstant(at::cat(biases, 0)) : graph.insertConstant(c10::IValue());
+  auto* merged = graph.insert(c10::Symbol::fromQualString("aten::linear"),
+                              {group.front()->input(0), weight, bias});
+  auto* parts = graph.insert(c10::Symbol::fromQualString("aten::split_with_sizes"),
+                             {merged, c10::IValue(out_features), c10::IValue(int64_t{-1})});
+  Node* unpack = graph.insertNode(graph.createListUnpack(parts, group.size()));
+  report_rewrite(kLinearX3, group);
+  for (size_t i = 0; i < group.size(); ++i) {
+    unpack->output(i)->setType(group[i]->output()->type());
+    group[i]->output()->replaceAllUsesWith(unpack->output(i));
+    group[i]->destroy();
+  }
+}
+
+}  // namespace
+
+const std::vector<Rewrite>& linear_rewrites() {
+  static const std::vector<Rewrite> rows = build_linear_rewrites();
+  return rows;
+}
+
+void fuse_linear_x3(GraphPtr& graph) {
+  if (!is_pattern_enabled(kLinearX3)) return;
+  for (const auto& group : linear_groups(graph->block())) merge_linears(*graph, group);
+}
+
+void fuse_linear(GraphPtr& graph) { apply_rewrites(graph, linear_rewrites()); }
+
+}  // namespace jitfuse
