@@ -1,4 +1,4 @@
-// Fused linears: one oneDNN matmul kernel with a post-op list serves linear, linear_relu and
+// Fused linears: one oneDNN inner-product kernel with a post-op list serves linear, linear_relu and
 // linear_gelu. Inputs of any rank (... x in_features); weights prepacked once.
 #include "ops/onednn.h"
 
@@ -11,10 +11,12 @@ using onednn::PostOp;
 using onednn::PostOps;
 using dnnl::algorithm;
 
-struct MatmulPrimitive : onednn::CachedPrimitive {
-  dnnl::matmul::primitive_desc pd;
-  dnnl::matmul prim;
-  explicit MatmulPrimitive(dnnl::matmul::primitive_desc p) : pd(std::move(p)), prim(pd) {}
+// oneDNN's inner product, not its matmul: on AVX2 matmul takes the plain sgemm path, while inner
+// product runs brgemm on a prepacked weight.
+struct LinearPrimitive : onednn::CachedPrimitive {
+  dnnl::inner_product_forward::primitive_desc pd;
+  dnnl::inner_product_forward prim;
+  explicit LinearPrimitive(dnnl::inner_product_forward::primitive_desc p) : pd(std::move(p)), prim(pd) {}
 };
 
 void check_linear(const at::Tensor& input, const at::Tensor& weight,
@@ -47,33 +49,31 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
   if (m == 0) return at::empty(out_sizes, input.options());
 
   at::Tensor bias;
-  if (bias_opt && bias_opt->defined()) bias = bias_opt->to(type).reshape({1, n}).contiguous();
+  if (bias_opt && bias_opt->defined()) bias = bias_opt->to(type).contiguous();
   onednn::Key key;
   key << m << k << n << static_cast<int64_t>(type) << bias << weight << post;
   auto made = onednn::cached_primitive(key, [&]() -> std::shared_ptr<onednn::CachedPrimitive> {
     const auto dt = onednn::data_type(type);
     using tag = dnnl::memory::format_tag;
-    dnnl::memory::desc src_md({m, k}, dt, tag::ab), wei_md({k, n}, dt, tag::any),
+    dnnl::memory::desc src_md({m, k}, dt, tag::ab), wei_md({n, k}, dt, tag::any),
         dst_md({m, n}, dt, tag::ab);
     auto attr = onednn::make_attr(post);
+    const auto prop = dnnl::prop_kind::forward_inference;
+    using pd_t = dnnl::inner_product_forward::primitive_desc;
     auto pd = bias.defined()
-                  ? dnnl::matmul::primitive_desc(onednn::engine(), src_md, wei_md,
-                                                 onednn::plain_desc(bias), dst_md, attr)
-                  : dnnl::matmul::primitive_desc(onednn::engine(), src_md, wei_md, dst_md, attr);
-    return std::make_shared<MatmulPrimitive>(std::move(pd));
+                  ? pd_t(onednn::engine(), prop, src_md, wei_md, onednn::plain_desc(bias), dst_md, attr)
+                  : pd_t(onednn::engine(), prop, src_md, wei_md, dst_md, attr);
+    return std::make_shared<LinearPrimitive>(std::move(pd));
   });
-  const auto& mm = static_cast<const MatmulPrimitive&>(*made);
-
-  // torch's weight is [n, k]: as the matmul's [k, n] it is the transposed view.
-  auto wei = onednn::prepacked_weight(weight, mm.pd.weights_desc(), [&] {
-    return onednn::plain_desc(weight.t());
-  });
+  const auto& ip = static_cast<const LinearPrimitive&>(*made);
+  auto wei = onednn::prepacked_weight(weight, ip.pd.weights_desc(),
+                                      [&] { return onednn::plain_desc(weight); });
   at::Tensor out = at::empty({m, n}, src.options());
   std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, onednn::wrap(src)},
                                              {DNNL_ARG_WEIGHTS, wei},
                                              {DNNL_ARG_DST, onednn::wrap(out)}};
   if (bias.defined()) args.emplace(DNNL_ARG_BIAS, onednn::wrap(bias));
-  onednn::execute(mm.prim, mm.pd.scratchpad_desc(), std::move(args));
+  onednn::execute(ip.prim, ip.pd.scratchpad_desc(), std::move(args));
   return out.to(input.scalar_type()).view(out_sizes);
 }
 
