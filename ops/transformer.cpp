@@ -10,6 +10,15 @@ namespace {
 
 // ---- add_layernorm ---------------------------------------------------------------------------
 
+// Sums in 8 independent lanes so the compiler vectorizes the reductions.
+constexpr int64_t kLanes = 8;
+
+float lane_sum(const float* lanes) {
+  float s = 0.f;
+  for (int64_t l = 0; l < kLanes; ++l) s += lanes[l];
+  return s;
+}
+
 template <typename T>
 void add_layernorm_rows(const T* a, const T* b, float alpha, const float* gamma, const float* beta,
                         float eps, T* out, int64_t rows, int64_t d) {
@@ -18,20 +27,30 @@ void add_layernorm_rows(const T* a, const T* b, float alpha, const float* gamma,
     for (int64_t r = begin; r < end; ++r) {
       const T* ar = a + r * d;
       const T* br = b + r * d;
-      float mean = 0.f;
-      for (int64_t j = 0; j < d; ++j) {
+      float acc[kLanes] = {};
+      const int64_t body = d - d % kLanes;
+      for (int64_t j = 0; j < body; j += kLanes)
+        for (int64_t l = 0; l < kLanes; ++l) {
+          sum[j + l] = static_cast<float>(ar[j + l]) + alpha * static_cast<float>(br[j + l]);
+          acc[l] += sum[j + l];
+        }
+      float total = lane_sum(acc);
+      for (int64_t j = body; j < d; ++j) {
         sum[j] = static_cast<float>(ar[j]) + alpha * static_cast<float>(br[j]);
-        mean += sum[j];
+        total += sum[j];
       }
-      mean /= d;
-      float var = 0.f;
-      for (int64_t j = 0; j < d; ++j) var += (sum[j] - mean) * (sum[j] - mean);
+      const float mean = total / d;
+      float sq[kLanes] = {};
+      for (int64_t j = 0; j < body; j += kLanes)
+        for (int64_t l = 0; l < kLanes; ++l) sq[l] += (sum[j + l] - mean) * (sum[j + l] - mean);
+      float var = lane_sum(sq);
+      for (int64_t j = body; j < d; ++j) var += (sum[j] - mean) * (sum[j] - mean);
       const float rstd = 1.f / std::sqrt(var / d + eps);
       T* o = out + r * d;
       for (int64_t j = 0; j < d; ++j) {
         float y = (sum[j] - mean) * rstd;
-        if (gamma) y *= gamma[j];
-        if (beta) y += beta[j];
+        if (gamma) y = y * gamma[j];
+        if (beta) y = y + beta[j];
         o[j] = static_cast<T>(y);
       }
     }

@@ -39,6 +39,13 @@ bool format_is_contiguous(const Match& m, const ValueMap& v) {
   return c && c->isInt() && c->toInt() == static_cast<int64_t>(at::MemoryFormat::Contiguous);
 }
 
+// a += b writes into a: fusing is safe only when nothing else reads a (BERT's embeddings sum).
+bool add_target_read_once(const Match& m, const ValueMap& v) {
+  auto* a = bound(m, v, "a");
+  return a->uses().size() == 1 && a->node()->kind() != torch::jit::prim::Param &&
+         layernorm_args_constant(m, v);
+}
+
 struct SoftmaxForm {
   const char* name;
   const char* scale_op;
@@ -47,15 +54,17 @@ struct SoftmaxForm {
 std::vector<Rewrite> build_transformer_rewrites() {
   std::vector<Rewrite> rows;
   const std::string ln_inputs = "%a, %b, %alpha, %shape, %weight, %bias, %eps, %cudnn";
-  rows.push_back({"add_layernorm",
-                  graph_ir(ln_inputs,
-                           "%s = aten::add(%a, %b, %alpha)\n"
-                           "%out = aten::layer_norm(%s, %shape, %weight, %bias, %eps, %cudnn)",
-                           "%out"),
-                  graph_ir(ln_inputs,
-                           "%out = jitfuse::add_layernorm(%a, %b, %alpha, %shape, %weight, %bias, %eps)",
-                           "%out"),
-                  {layernorm_args_constant}});
+  const std::string ln_fused = graph_ir(
+      ln_inputs, "%out = jitfuse::add_layernorm(%a, %b, %alpha, %shape, %weight, %bias, %eps)", "%out");
+  for (const char* add : {"aten::add", "aten::add_"})
+    rows.push_back({"add_layernorm",
+                    graph_ir(ln_inputs,
+                             std::string("%s = ") + add + "(%a, %b, %alpha)\n"
+                             "%out = aten::layer_norm(%s, %shape, %weight, %bias, %eps, %cudnn)",
+                             "%out"),
+                    ln_fused,
+                    {std::string(add) == "aten::add" ? Filter(layernorm_args_constant)
+                                                     : Filter(add_target_read_once)}});
   // scores / scale + mask and scores * scale + mask (either add order), softmax on the last dim.
   for (const SoftmaxForm& form : {SoftmaxForm{"div_add_softmax", "aten::div"},
                                   SoftmaxForm{"mul_add_softmax", "aten::mul"}}) {

@@ -1,0 +1,183 @@
+"""Linear and transformer patterns: fused node present, replaced nodes gone, numbers equal to the
+unfused model (fp32, bf16), new shapes after fusion, and what must be left alone."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import jitfuse  # noqa: F401
+from harness import assert_matches, fused_ops, optimized
+
+H = 32
+
+
+class Block(nn.Module):
+    """Linears and a LayerNorm, and `body(self, x, y)` using them."""
+
+    def __init__(self, body, bias=True):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(H, H, bias=bias), nn.Linear(H, 2 * H, bias=bias), nn.Linear(H, H // 2, bias=bias)
+        self.ln = nn.LayerNorm(H)
+        self.body = body
+
+    def forward(self, x, y):
+        return self.body(self, x, y)
+
+
+def scores_and_mask(x, y):
+    """Attention-shaped scores (batch x 1 x seq x seq) and a BERT mask (batch x 1 x 1 x seq)."""
+    scores = x.unsqueeze(1) @ y.unsqueeze(1).transpose(-1, -2)
+    mask = (y[:, None, None, :, 0] > 0).to(x.dtype) * -10000.0
+    return scores, mask
+
+
+def qkv(s, x, y):
+    return s.a(x) * 2, s.b(x).relu(), s.c(x) + 1
+
+
+def embeddings_sum(s, x, y):
+    e = x * 2
+    e += y
+    return s.ln(e)
+
+
+# pattern name, body, aten kinds that must be gone
+PATTERNS = [
+    ("linear_relu", lambda s, x, y: F.relu(s.a(x)), {"aten::linear", "aten::relu"}),
+    ("linear_relu", lambda s, x, y: F.relu(s.a(x), inplace=True), {"aten::linear", "aten::relu_"}),
+    ("linear_gelu", lambda s, x, y: F.gelu(s.a(x)), {"aten::linear", "aten::gelu"}),
+    ("linear_gelu", lambda s, x, y: F.gelu(s.a(x), approximate="tanh"), {"aten::linear", "aten::gelu"}),
+    ("linear", lambda s, x, y: s.a(x) * y, {"aten::linear"}),
+    ("linear_linear_linear", lambda s, x, y: torch.cat(qkv(s, x, y), -1), {"aten::linear"}),
+    ("add_layernorm", lambda s, x, y: s.ln(x + y), {"aten::layer_norm", "aten::add"}),
+    ("add_layernorm", lambda s, x, y: s.ln(y + s.a(x)), {"aten::layer_norm"}),
+    ("add_layernorm", lambda s, x, y: s.ln(torch.add(x, y, alpha=0.5)), {"aten::layer_norm"}),
+    ("add_layernorm", embeddings_sum, {"aten::layer_norm", "aten::add_"}),
+    ("div_add_softmax", lambda s, x, y: torch.softmax((lambda sc, m: sc / 8.0 + m)(*scores_and_mask(x, y)), -1),
+     {"aten::softmax", "aten::div"}),
+    ("div_add_softmax", lambda s, x, y: torch.softmax((lambda sc, m: m + sc / 8.0)(*scores_and_mask(x, y)), -1),
+     {"aten::softmax", "aten::div"}),
+    ("mul_add_softmax", lambda s, x, y: F.softmax((lambda sc, m: sc * 0.125 + m)(*scores_and_mask(x, y)), dim=3),
+     {"aten::softmax"}),
+    ("view_transpose_contiguous_view",
+     lambda s, x, y: s.a(x).view(x.size(0), x.size(1), 4, H // 4).transpose(1, 2).contiguous()
+     .view(x.size(0) * 4, x.size(1), H // 4), {"aten::contiguous"}),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("name,body,gone", PATTERNS, ids=[f"{p[0]}-{i}" for i, p in enumerate(PATTERNS)])
+def test_pattern_fuses_and_matches(name, body, gone, dtype):
+    model = Block(body).to(dtype).eval()
+    x, y = torch.randn(2, 12, H, dtype=dtype), torch.randn(2, 12, H, dtype=dtype)
+    m, kinds = optimized(model, (x, y))
+    fused = "jitfuse::linear" if name == "linear_linear_linear" else f"jitfuse::{name}"
+    assert fused in kinds, kinds
+    assert not set(kinds) & gone, set(kinds) & gone
+    if name == "linear_linear_linear":
+        assert kinds[fused] == 1 and "aten::split_with_sizes" in kinds, kinds
+    assert_matches(m, model, (x, y), dtype)
+    # other batch and sequence lengths after fusion, 1 and odd ones included
+    for b, s in [(1, 1), (3, 7), (1, 33)]:
+        x2, y2 = torch.randn(b, s, H, dtype=dtype), torch.randn(b, s, H, dtype=dtype)
+        assert_matches(m, model, (x2, y2), dtype)
+
+
+@pytest.mark.parametrize("shape", [(5, H), (H,), (2, 3, 4, H)], ids=["2d", "1d", "4d"])
+def test_linear_inputs_of_any_rank(shape):
+    model = Block(lambda s, x, y: F.gelu(s.a(x)) + y).eval()
+    x = torch.randn(shape)
+    m, kinds = optimized(model, (x, torch.zeros(())))
+    assert "jitfuse::linear_gelu" in kinds
+    assert_matches(m, model, (x, torch.zeros(())), torch.float32)
+
+
+def test_linear_without_bias_and_non_contiguous_input():
+    model = Block(lambda s, x, y: F.relu(s.a(x.transpose(0, 1))), bias=False).eval()
+    x = torch.randn(12, 2, H)
+    m, kinds = optimized(model, (x, x))
+    assert "jitfuse::linear_relu" in kinds
+    assert_matches(m, model, (x, x), torch.float32)
+
+
+def stays_right(body, inputs=None, dtype=torch.float32):
+    model = Block(body).to(dtype).eval()
+    inputs = inputs or (torch.randn(2, 12, H, dtype=dtype), torch.randn(2, 12, H, dtype=dtype))
+    m, kinds = optimized(model, inputs)
+    assert_matches(m, model, inputs, dtype)
+    return kinds
+
+
+def test_add_read_elsewhere_keeps_its_result():
+    kinds = stays_right(lambda s, x, y: s.ln(t := x + y) * t)
+    assert "jitfuse::add_layernorm" not in kinds and "aten::layer_norm" in kinds
+
+
+def test_add_into_a_tensor_read_later_is_not_fused():
+    def body(s, x, y):
+        e = x * 2
+        e2 = e
+        e += y
+        return s.ln(e) + e2
+    kinds = stays_right(body)
+    assert "jitfuse::add_layernorm" not in kinds
+
+
+def test_broadcasting_add_before_layernorm_stays_right():
+    stays_right(lambda s, x, y: s.ln(x + y[:1, :1]))
+
+
+def test_softmax_on_another_dim_is_left_alone():
+    kinds = stays_right(lambda s, x, y: torch.softmax((lambda sc, m: sc / 8.0 + m)(*scores_and_mask(x, y)), 2))
+    assert "jitfuse::div_add_softmax" not in kinds
+
+
+def test_mask_that_grows_the_scores_stays_right():
+    def body(s, x, y):
+        scores, _ = scores_and_mask(x[:1], y[:1])
+        return torch.softmax(scores / 8.0 + y[:, None, :, :1].transpose(-1, -2), -1)
+    stays_right(body)
+
+
+def test_float64_linears_are_left_alone():
+    kinds = stays_right(lambda s, x, y: torch.cat(qkv(s, x, y), -1) + F.relu(s.a(x)).sum(), dtype=torch.float64)
+    assert not fused_ops(kinds), kinds
+
+
+def test_two_linears_on_one_input_are_not_merged():
+    kinds = stays_right(lambda s, x, y: s.a(x).sum(-1) + s.b(x).sum(-1))
+    assert kinds.get("jitfuse::linear") == 2 and "aten::split_with_sizes" not in kinds
+
+
+def test_linear_x3_can_be_turned_off():
+    jitfuse.set_pattern_enabled("linear_linear_linear", False)
+    kinds = stays_right(lambda s, x, y: torch.cat(qkv(s, x, y), -1))
+    assert kinds.get("jitfuse::linear") == 2 and kinds.get("jitfuse::linear_relu") == 1, kinds
+    assert "aten::split_with_sizes" not in kinds
+
+
+ops = torch.ops.jitfuse
+LERRORS = [
+    ("float64", lambda: ops.linear(torch.randn(2, H).double(), torch.randn(4, H).double(), None), "float32 or bfloat16"),
+    ("in_features", lambda: ops.linear(torch.randn(2, H + 1), torch.randn(4, H), None), "cannot be multiplied"),
+    ("weight rank", lambda: ops.linear(torch.randn(2, H), torch.randn(4, H, 1), None), "2-D weight"),
+    ("bias shape", lambda: ops.linear(torch.randn(2, H), torch.randn(4, H), torch.randn(5)), "bias"),
+    ("gelu mode", lambda: ops.linear_gelu(torch.randn(2, H), torch.randn(4, H), None, "fast"), "approximate"),
+    ("layernorm shape", lambda: ops.add_layernorm(torch.randn(2, H), torch.randn(2, H), 1, [H + 1], None, None, 1e-5),
+     "normalized_shape"),
+]
+
+
+@pytest.mark.parametrize("case,call,message", LERRORS, ids=[e[0] for e in LERRORS])
+def test_bad_input_raises_a_clear_error(case, call, message):
+    with pytest.raises(RuntimeError, match=message):
+        call()
+
+
+def test_direct_calls_match_aten():
+    x, w, b = torch.randn(3, 5, H), torch.randn(7, H), torch.randn(7)
+    torch.testing.assert_close(ops.linear_gelu(x, w, b, "tanh"), F.gelu(F.linear(x, w, b), approximate="tanh"))
+    torch.testing.assert_close(ops.linear(torch.randn(0, H), w, b), torch.empty(0, 7))
+    sc, m = torch.randn(2, 4, 6, 6), torch.randn(2, 1, 1, 6)
+    torch.testing.assert_close(ops.div_add_softmax(sc, 8, m), torch.softmax(sc / 8 + m, -1))
+    torch.testing.assert_close(ops.mul_add_softmax(sc, 0.5, m[0, 0, 0]), torch.softmax(sc * 0.5 + m[0, 0, 0], -1))
