@@ -19,7 +19,26 @@ import torch
 import jitfuse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from encoder import bert_base  # noqa: E402
 from resnet50 import resnet50  # noqa: E402
+
+
+def resnet50_inputs(batch):
+    return (torch.randn(batch, 3, 224, 224),)
+
+
+def bert_inputs(batch, seq=128):
+    ids = torch.randint(0, 30522, (batch, seq))
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    mask[:, seq * 3 // 4:] = 0  # padded tail, as in a real batch
+    return ids, mask
+
+
+# model name: (builder, inputs for a batch size, default batch sizes)
+MODELS = {
+    "resnet50": (resnet50, resnet50_inputs, "1,16"),
+    "bert-base": (bert_base, bert_inputs, "1,8"),
+}
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -32,79 +51,86 @@ class Variant:
         self.name, self.module, self.dtype = name, module, dtype
         self.jitfuse_on, self.onednn_fuser = jitfuse_on, onednn_fuser
 
-    def __call__(self, x):
+    def __call__(self, *inputs):
         jitfuse.set_enabled(self.jitfuse_on)
         torch.jit.enable_onednn_fusion(self.onednn_fuser)
         try:
-            return self.module(x.to(self.dtype))
+            return self.module(*(t.to(self.dtype) if t.is_floating_point() else t for t in inputs))
         finally:
             jitfuse.set_enabled(True)
             torch.jit.enable_onednn_fusion(False)
 
 
-def make_variant(name, model, x):
+def make_variant(name, model, inputs, dtype):
     """`name` is one of stock, ofi, onednn, jitfuse."""
     jitfuse.set_enabled(name == "jitfuse")
     try:
         with torch.no_grad():
-            frozen = torch.jit.freeze(torch.jit.trace(model, x, check_trace=False))
+            cast = tuple(t.to(dtype) if t.is_floating_point() else t for t in inputs)
+            frozen = torch.jit.freeze(torch.jit.trace(model, cast, check_trace=False, strict=False))
             if name == "ofi":
                 frozen = torch.jit.optimize_for_inference(frozen)
     finally:
         jitfuse.set_enabled(True)
-    return Variant(name, frozen, x.dtype, jitfuse_on=name == "jitfuse", onednn_fuser=name == "onednn")
+    return Variant(name, frozen, dtype, jitfuse_on=name == "jitfuse", onednn_fuser=name == "onednn")
 
 
-def interleaved(variants, x, warmup, iters):
+def interleaved(variants, inputs, warmup, iters):
     """Median seconds per call of each variant; calls alternate so noise hits all alike."""
     times = {v.name: [] for v in variants}
     with torch.no_grad():
         for v in variants:
             for _ in range(warmup):
-                v(x)
+                v(*inputs)
         for _ in range(iters):
             for v in variants:
                 t = time.perf_counter()
-                v(x)
+                v(*inputs)
                 times[v.name].append(time.perf_counter() - t)
     return {k: statistics.median(t) for k, t in times.items()}
 
 
-def check_outputs(variants, x, reference):
+def first(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def check_outputs(variants, inputs, reference):
     with torch.no_grad():
         for v in variants:
-            got = v(x).float()
+            got = first(v(*inputs)).float()
             cos = torch.nn.functional.cosine_similarity(got.flatten(), reference.flatten(), dim=0)
             if cos < 0.999:
                 raise SystemExit(f"{v.name}: output differs from eager fp32 (cosine {cos:.5f})")
 
 
-def bench_resnet50(batch, dtype, args):
+def bench_model(name, batch, dtype, args):
     """Median seconds per variant. Every row's baseline, stock fp32 trace+freeze, is timed in the
     same interleaved run."""
-    model32, x32 = resnet50(), torch.randn(batch, 3, 224, 224)
+    build, make_inputs, _ = MODELS[name]
+    model32, inputs = build(), make_inputs(batch)
     with torch.no_grad():
-        reference = model32(x32)
-    baseline = make_variant("stock", model32, x32)
+        reference = first(model32(*inputs))
+    baseline = make_variant("stock", model32, inputs, torch.float32)
     baseline.name = "stock fp32"
     if dtype == torch.float32:
-        variants = [make_variant(n, model32, x32) for n in ("ofi", "onednn", "jitfuse")]
+        variants = [make_variant(n, model32, inputs, dtype) for n in ("ofi", "onednn", "jitfuse")]
     else:
-        # Stock bf16 convolutions have no fast kernel on CPUs without bf16 instructions (seconds
-        # per call at batch 1): timed only with --full.
+        # Stock bf16 kernels are slow on CPUs without bf16 instructions (seconds per ResNet-50
+        # call at batch 1): timed only with --full.
         names = ("stock", "ofi", "onednn", "jitfuse") if args.full else ("jitfuse",)
-        model, x = resnet50().to(dtype), x32.to(dtype)
-        variants = [make_variant(n, model, x) for n in names]
-    check_outputs(variants, x32, reference)
+        model = build().to(dtype)
+        variants = [make_variant(n, model, inputs, dtype) for n in names]
+    check_outputs(variants, inputs, reference)
     warmup, iters = args.warmup, args.iters
     if batch > 1:  # a call takes ~batch times longer; fewer calls keep the run short
         warmup, iters = max(3, warmup // 4), max(5, iters // 3)
-    return interleaved([baseline] + variants, x32, warmup, iters)
+    return interleaved([baseline] + variants, inputs, warmup, iters)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batches", default="1,16")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--batches", default=None, help="batch sizes for every model (default: per model)")
     ap.add_argument("--dtypes", default="fp32,bf16")
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--iters", type=int, default=20)
@@ -116,16 +142,18 @@ def main():
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
     rows = []
-    for batch in [int(b) for b in args.batches.split(",")]:
-        for dname in args.dtypes.split(","):
-            med = bench_resnet50(batch, dtypes[dname], args)
-            base = med["stock fp32"]
-            for name, t in med.items():
-                if name == "stock fp32" and dname != "fp32":
-                    continue  # shown in the fp32 row of the same batch
-                label = "stock" if name == "stock fp32" else name
-                rows.append(("resnet50", batch, dname, label, t * 1e3, base / t))
-            print(f"done resnet50 batch {batch} {dname}", file=sys.stderr, flush=True)
+    for model_name in args.models.split(","):
+        batches = args.batches or MODELS[model_name][2]
+        for batch in [int(b) for b in batches.split(",")]:
+            for dname in args.dtypes.split(","):
+                med = bench_model(model_name, batch, dtypes[dname], args)
+                base = med["stock fp32"]
+                for name, t in med.items():
+                    if name == "stock fp32" and dname != "fp32":
+                        continue  # shown in the fp32 row of the same batch
+                    label = "stock" if name == "stock fp32" else name
+                    rows.append((model_name, batch, dname, label, t * 1e3, base / t))
+                print(f"done {model_name} batch {batch} {dname}", file=sys.stderr, flush=True)
 
     lines = ["| model | batch | dtype | variant | median ms | vs stock fp32 trace+freeze |",
              "|---|---|---|---|---|---|"]
