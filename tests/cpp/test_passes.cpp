@@ -173,11 +173,77 @@ TEST_F(PassTest, DisabledPatternAndDisabledPassesDoNotFuse) {
   EXPECT_THROW(jitfuse::set_pattern_enabled("no_such_pattern", false), c10::Error);
 }
 
+TEST_F(PassTest, LinearGeluAndThreeLinearsOnOneInput) {
+  auto wq = torch::randn({8, 16}), wk = torch::randn({8, 16}), wv = torch::randn({4, 16});
+  auto bq = torch::randn({8}), w2 = torch::randn({16, 16});
+  auto g = frozen_graph(R"IR(
+graph(%x : Tensor, %wq : Tensor, %wk : Tensor, %wv : Tensor, %bq : Tensor, %w2 : Tensor):
+  %none : NoneType = prim::Constant()
+  %approx : str = prim::Constant[value="tanh"]()
+  %q : Tensor = aten::linear(%x, %wq, %bq)
+  %k : Tensor = aten::linear(%x, %wk, %none)
+  %v : Tensor = aten::linear(%x, %wv, %none)
+  %h : Tensor = aten::linear(%x, %w2, %none)
+  %g : Tensor = aten::gelu(%h, %approx)
+  %r : (Tensor, Tensor, Tensor, Tensor) = prim::TupleConstruct(%q, %k, %v, %g)
+  return (%r)
+)IR", {{"wq", wq}, {"wk", wk}, {"wv", wv}, {"bq", bq}, {"w2", w2}});
+  auto x = torch::randn({2, 5, 16});
+  torch::jit::GraphFunction before("f", g->copy(), nullptr);
+  auto expected = before({x}).toTuple()->elements();
+  jitfuse::optimize_graph(g);
+  // the four linears read one input: merged into one GEMM, then split; no gelu fusion left for
+  // the fourth, which the merge took
+  EXPECT_EQ(count(g, "aten::linear"), 0);
+  EXPECT_EQ(count(g, "jitfuse::linear"), 1);
+  EXPECT_EQ(count(g, "aten::split_with_sizes"), 1);
+  torch::jit::GraphFunction after("f", g->copy(), nullptr);
+  auto got = after({x}).toTuple()->elements();
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_TRUE(torch::allclose(got[i].toTensor(), expected[i].toTensor(), 1e-5, 1e-5)) << i;
+}
+
+TEST_F(PassTest, AttentionSoftmaxAndAddLayerNorm) {
+  auto gamma = torch::randn({16}), beta = torch::randn({16});
+  auto g = frozen_graph(R"IR(
+graph(%scores : Tensor, %mask : Tensor, %a : Tensor, %b : Tensor, %gamma : Tensor, %beta : Tensor):
+  %one : int = prim::Constant[value=1]()
+  %last : int = prim::Constant[value=-1]()
+  %none : NoneType = prim::Constant()
+  %eight : float = prim::Constant[value=8.]()
+  %eps : float = prim::Constant[value=1.0000000000000001e-05]()
+  %false : bool = prim::Constant[value=0]()
+  %shape : int[] = prim::Constant[value=[16]]()
+  %d : Tensor = aten::div(%scores, %eight)
+  %s : Tensor = aten::add(%d, %mask, %one)
+  %p : Tensor = aten::softmax(%s, %last, %none)
+  %sum : Tensor = aten::add(%a, %b, %one)
+  %n : Tensor = aten::layer_norm(%sum, %shape, %gamma, %beta, %eps, %false)
+  %r : (Tensor, Tensor) = prim::TupleConstruct(%p, %n)
+  return (%r)
+)IR", {{"gamma", gamma}, {"beta", beta}});
+  std::vector<c10::IValue> in{torch::randn({2, 3, 7, 7}), torch::randn({2, 1, 1, 7}),
+                              torch::randn({4, 16}), torch::randn({4, 16})};
+  torch::jit::GraphFunction before("f", g->copy(), nullptr);
+  auto expected = before(in).toTuple()->elements();
+  jitfuse::optimize_graph(g);
+  EXPECT_EQ(count(g, "jitfuse::div_add_softmax"), 1);
+  EXPECT_EQ(count(g, "jitfuse::add_layernorm"), 1);
+  EXPECT_EQ(count(g, "aten::softmax") + count(g, "aten::layer_norm") + count(g, "aten::add"), 0);
+  torch::jit::GraphFunction after("f", g->copy(), nullptr);
+  auto got = after(in).toTuple()->elements();
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_TRUE(torch::allclose(got[i].toTensor(), expected[i].toTensor(), 1e-5, 1e-5)) << i;
+}
+
 TEST_F(PassTest, EveryPatternNameIsListed) {
   auto names = jitfuse::pattern_names();
   for (const char* n : {"conv2d_relu", "conv2d_sum", "conv2d_sum_relu", "conv2d_sigmoid",
                         "conv2d_swish", "conv2d_hardtanh", "conv2d_silu", "conv2d_elu",
-                        "conv3d_relu", "conv3d_sum", "conv3d_sum_relu", "conv3d_silu", "conv2d"})
+                        "conv3d_relu", "conv3d_sum", "conv3d_sum_relu", "conv3d_silu", "conv2d",
+                        "linear", "linear_relu", "linear_gelu", "linear_linear_linear",
+                        "add_layernorm", "div_add_softmax", "mul_add_softmax",
+                        "view_transpose_contiguous_view"})
     EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
 }
 
