@@ -1,9 +1,11 @@
-// Linear fusions (fp32, bf16): the table of aten::linear tails, and linear_linear_linear, which
+// Linear fusions (fp32, bf16): the table of tails after a linear (aten::linear, matmul + add,
+// addmm), and linear_linear_linear, which
 // merges the Linears that read one input (attention's Q, K, V) into one GEMM on concatenated
 // constant weights followed by a split, so what follows sees the same tensors.
 #include "passes/rewrite.h"
 
 #include <torch/csrc/jit/ir/ir.h>
+#include <torch/csrc/jit/passes/constant_propagation.h>
 
 namespace jitfuse {
 namespace {
@@ -16,6 +18,20 @@ bool linear_is_fusable(const Match& m, const ValueMap& v) {
   auto type = bound(m, v, "input")->type()->cast<c10::TensorType>();
   return type && (!type->scalarType() || *type->scalarType() == w->scalar_type()) &&
          (!type->device() || type->device()->is_cpu());
+}
+
+// x @ W^T + b, spelled with matmul/add or addmm: W^T is a constant after freezing.
+bool transposed_linear_is_fusable(const Match& m, const ValueMap& v) {
+  auto wt = frozen_weight(bound(m, v, "weight_t"), 2);
+  if (!wt) return false;
+  auto bias = constant(bound(m, v, "bias"));  // a vector of out_features, nothing that broadcasts more
+  if (!bias || !bias->isTensor() || bias->toTensor().dim() != 1 ||
+      bias->toTensor().size(0) != wt->size(1) || !is_constant_bias_for(bound(m, v, "bias"), *wt))
+    return false;
+  for (const char* scale : {"alpha", "beta"})
+    if (v.count(scale) && !is_constant_number(bound(m, v, scale), 1.0)) return false;
+  auto type = bound(m, v, "input")->type()->cast<c10::TensorType>();
+  return type && (!type->scalarType() || *type->scalarType() == wt->scalar_type());
 }
 
 bool gelu_approximation_known(const Match& m, const ValueMap& v) {
@@ -41,20 +57,49 @@ const std::vector<LinearTail>& linear_tails() {
   return tails;
 }
 
+// The spellings of a linear that the tails follow.
+struct LinearSpelling {
+  const char* inputs;  // pattern inputs besides the tail's
+  const char* call;    // IR defining %linear
+  const char* weight;  // IR defining the fused op's %weight ([out, in]) when it is not an input
+  Filter filter;
+};
+
+const std::vector<LinearSpelling>& linear_spellings() {
+  static const std::vector<LinearSpelling> spellings = {
+      {"%input, %weight, %bias", "%linear = aten::linear(%input, %weight, %bias)", "",
+       linear_is_fusable},
+      // aten::t of the constant folds into a constant weight (fuse_linear propagates constants).
+      {"%input, %weight_t, %bias, %alpha",
+       "%mm = aten::matmul(%input, %weight_t)\n%linear = aten::add(%mm, %bias, %alpha)",
+       "%weight = aten::t(%weight_t)", transposed_linear_is_fusable},
+      // addmm, as the executor decomposes it: bias + mm
+      {"%input, %weight_t, %bias, %alpha",
+       "%mm = aten::mm(%input, %weight_t)\n%linear = aten::add(%bias, %mm, %alpha)",
+       "%weight = aten::t(%weight_t)", transposed_linear_is_fusable},
+      {"%input, %weight_t, %bias, %beta, %alpha",
+       "%linear = aten::addmm(%bias, %input, %weight_t, %beta, %alpha)",
+       "%weight = aten::t(%weight_t)", transposed_linear_is_fusable},
+  };
+  return spellings;
+}
+
 std::vector<Rewrite> build_linear_rewrites() {
   std::vector<Rewrite> rows;
   for (const auto& t : linear_tails()) {
-    const std::string inputs = std::string("%input, %weight, %bias") + t.inputs;
     const std::string out = *t.tail ? "%out" : "%linear";
-    for (const auto& tail : inplace_variants(t.tail)) {
-      Rewrite r;
-      r.name = t.name;
-      r.pattern = graph_ir(inputs, "%linear = aten::linear(%input, %weight, %bias)\n" + tail, out);
-      r.replacement = graph_ir(inputs,
-                               out + " = jitfuse::" + t.name + "(" + inputs + ")", out);
-      r.filters = t.filters;
-      r.filters.insert(r.filters.begin(), linear_is_fusable);
-      rows.push_back(std::move(r));
+    for (const auto& spelling : linear_spellings()) {
+      const std::string inputs = std::string(spelling.inputs) + t.inputs;
+      const std::string call = out + " = jitfuse::" + t.name + "(%input, %weight, %bias" + t.inputs + ")";
+      for (const auto& tail : inplace_variants(t.tail)) {
+        Rewrite r;
+        r.name = t.name;
+        r.pattern = graph_ir(inputs, std::string(spelling.call) + "\n" + tail, out);
+        r.replacement = graph_ir(inputs, std::string(spelling.weight) + "\n" + call, out);
+        r.filters = t.filters;
+        r.filters.insert(r.filters.begin(), spelling.filter);
+        rows.push_back(std::move(r));
+      }
     }
   }
   return rows;
@@ -122,6 +167,9 @@ void fuse_linear_x3(GraphPtr& graph) {
   for (const auto& group : linear_groups(graph->block())) merge_linears(*graph, group);
 }
 
-void fuse_linear(GraphPtr& graph) { apply_rewrites(graph, linear_rewrites()); }
+void fuse_linear(GraphPtr& graph) {
+  apply_rewrites(graph, linear_rewrites());
+  torch::jit::ConstantPropagation(graph);  // aten::t(constant) -> the constant [out, in] weight
+}
 
 }  // namespace jitfuse

@@ -83,6 +83,42 @@ def test_pattern_fuses_and_matches(name, body, gone, dtype):
         assert_matches(m, model, (x2, y2), dtype)
 
 
+class HandWritten(nn.Module):
+    """x @ W^T + b and addmm, as code written by hand (or traced by older torch) spells a linear."""
+
+    def __init__(self, form):
+        super().__init__()
+        self.w, self.b, self.form = nn.Parameter(torch.randn(2 * H, H)), nn.Parameter(torch.randn(2 * H)), form
+
+    def forward(self, x):
+        if self.form == "addmm":
+            return F.relu(torch.addmm(self.b, x.reshape(-1, H), self.w.t()))
+        return F.gelu(x @ self.w.t() + self.b)
+
+
+@pytest.mark.parametrize("form,fused", [("matmul_add", "jitfuse::linear_gelu"), ("addmm", "jitfuse::linear_relu")])
+def test_matmul_add_and_addmm_spellings_fuse(form, fused):
+    model, x = HandWritten(form).eval(), torch.randn(2, 5, H)
+    m, kinds = optimized(model, (x,))
+    assert fused in kinds and not {"aten::matmul", "aten::mm", "aten::addmm", "aten::t"} & set(kinds), kinds
+    assert_matches(m, model, (x,), torch.float32)
+
+
+def test_matmul_add_of_a_matrix_is_not_a_linear():
+    class AddMatrix(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w, self.b = nn.Parameter(torch.randn(2 * H, H)), nn.Parameter(torch.randn(5, 2 * H))
+
+        def forward(self, x):
+            return x @ self.w.t() + self.b
+
+    model, x = AddMatrix().eval(), torch.randn(2, 5, H)
+    m, kinds = optimized(model, (x,))
+    assert "aten::matmul" in kinds
+    assert_matches(m, model, (x,), torch.float32)
+
+
 @pytest.mark.parametrize("shape", [(5, H), (H,), (2, 3, 4, H)], ids=["2d", "1d", "4d"])
 def test_linear_inputs_of_any_rank(shape):
     model = Block(lambda s, x, y: F.gelu(s.a(x)) + y).eval()
