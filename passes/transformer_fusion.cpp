@@ -2,6 +2,8 @@
 // softmax (division and multiplication forms), and the head merge view/transpose/contiguous/view.
 #include "passes/rewrite.h"
 
+#include <unordered_set>
+
 namespace jitfuse {
 namespace {
 
@@ -39,10 +41,13 @@ bool format_is_contiguous(const Match& m, const ValueMap& v) {
   return c && c->isInt() && c->toInt() == static_cast<int64_t>(at::MemoryFormat::Contiguous);
 }
 
-// a += b writes into a: fusing is safe only when nothing else reads a (BERT's embeddings sum).
+// a += b writes into a: fusing is safe only when nothing else reads a, and a aliases nothing (made
+// by an op that returns a new tensor: BERT's embeddings sum).
 bool add_target_read_once(const Match& m, const ValueMap& v) {
+  static const std::unordered_set<std::string> fresh = {"aten::add", "aten::sub", "aten::mul",
+                                                        "aten::div", "aten::embedding"};
   auto* a = bound(m, v, "a");
-  return a->uses().size() == 1 && a->node()->kind() != torch::jit::prim::Param &&
+  return a->uses().size() == 1 && fresh.count(a->node()->kind().toQualString()) &&
          layernorm_args_constant(m, v);
 }
 

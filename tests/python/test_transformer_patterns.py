@@ -159,6 +159,17 @@ def test_add_into_a_tensor_read_later_is_not_fused():
     assert "jitfuse::add_layernorm" not in kinds
 
 
+def test_add_into_a_view_is_not_fused():
+    """e is a view of x: e += y writes into x, which is read afterwards."""
+    def body(s, x, y):
+        x = x * 1
+        e = x.view(x.shape)
+        e += y
+        return s.ln(e) + x
+    kinds = stays_right(body)
+    assert "jitfuse::add_layernorm" not in kinds
+
+
 def test_broadcasting_add_before_layernorm_stays_right():
     stays_right(lambda s, x, y: s.ln(x + y[:1, :1]))
 
