@@ -156,6 +156,17 @@ at::Tensor mul_add_softmax(const at::Tensor& scores, const at::Scalar& factor, c
   return scaled_masked_softmax(scores, factor.toDouble(), mask);
 }
 
+// ---- attention matmuls in bf16 ------------------------------------------------------------
+
+// a @ b. For bfloat16 on CPUs without bf16 kernels ATen's bf16 matmul is dozens of times slower
+// than its f32 one: multiply the exactly-widened operands in f32 and round the result once.
+at::Tensor matmul(const at::Tensor& a, const at::Tensor& b) {
+  const bool widen = a.scalar_type() == at::kBFloat16 && b.scalar_type() == at::kBFloat16 &&
+                     onednn::compute_type(at::kBFloat16) == at::kFloat;
+  if (!widen) return at::matmul(a, b);
+  return at::matmul(a.to(at::kFloat), b.to(at::kFloat)).to(at::kBFloat16);
+}
+
 // ---- heads -> hidden: x.view(size).transpose(dim0, dim1).contiguous().view(out_size) ---------
 
 at::Tensor view_transpose_contiguous_view(const at::Tensor& self, at::IntArrayRef size,
@@ -177,6 +188,7 @@ TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
         torch::dispatch(cpu, TORCH_FN(div_add_softmax)));
   m.def("mul_add_softmax(Tensor scores, Scalar factor, Tensor mask) -> Tensor",
         torch::dispatch(cpu, TORCH_FN(mul_add_softmax)));
+  m.def("matmul(Tensor self, Tensor other) -> Tensor", torch::dispatch(cpu, TORCH_FN(matmul)));
   m.def("view_transpose_contiguous_view(Tensor self, int[] size, int dim0, int dim1, "
         "int[] out_size) -> Tensor",
         torch::dispatch(cpu, TORCH_FN(view_transpose_contiguous_view)));

@@ -51,6 +51,15 @@ bool add_target_read_once(const Match& m, const ValueMap& v) {
          layernorm_args_constant(m, v);
 }
 
+// Both operands are bfloat16 (the executor's profiled types, seen by this post-pass).
+bool operands_are_bf16(const Match& m, const ValueMap& v) {
+  for (const char* name : {"a", "b"}) {
+    auto type = bound(m, v, name)->type()->cast<c10::TensorType>();
+    if (!type || type->scalarType() != at::kBFloat16) return false;
+  }
+  return true;
+}
+
 struct SoftmaxForm {
   const char* name;
   const char* scale_op;
@@ -91,6 +100,10 @@ std::vector<Rewrite> build_transformer_rewrites() {
                       {alpha_is_one, softmax_on_last_dim, scale_is_constant_0d_tensor}});
     }
   }
+  // Attention's bf16 matmuls (q @ k^T, probs @ v): the op widens to f32 where the CPU has no
+  // bf16 kernels.
+  rows.push_back({"matmul_bf16", graph_ir("%a, %b", "%out = aten::matmul(%a, %b)", "%out"),
+                  graph_ir("%a, %b", "%out = jitfuse::matmul(%a, %b)", "%out"), {operands_are_bf16}});
   // The head merge after attention. One op: the copy stays (the next linear reads it).
   const std::string vt_inputs = "%x, %size, %dim0, %dim1, %format, %out_size";
   rows.push_back({"view_transpose_contiguous_view",

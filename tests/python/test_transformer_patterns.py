@@ -128,6 +128,21 @@ def test_linear_inputs_of_any_rank(shape):
     assert_matches(m, model, (x, torch.zeros(())), torch.float32)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_attention_matmuls_are_taken_over_in_bf16_only(dtype):
+    def attention(s, x, y):
+        scores, mask = scores_and_mask(x, y)
+        return torch.matmul(torch.softmax(scores / 8.0 + mask, -1), y.unsqueeze(1))
+    model = Block(attention).to(dtype).eval()
+    inputs = (torch.randn(2, 12, H, dtype=dtype), torch.randn(2, 12, H, dtype=dtype))
+    m, kinds = optimized(model, inputs)
+    if dtype == torch.bfloat16:
+        assert kinds.get("jitfuse::matmul") == 2 and "aten::matmul" not in kinds, kinds
+    else:
+        assert "jitfuse::matmul" not in kinds and kinds.get("aten::matmul") == 2, kinds
+    assert_matches(m, model, inputs, dtype)
+
+
 def test_linear_without_bias_and_non_contiguous_input():
     model = Block(lambda s, x, y: F.relu(s.a(x.transpose(0, 1))), bias=False).eval()
     x = torch.randn(12, 2, H)
