@@ -77,12 +77,6 @@ dnnl::primitive_attr make_attr(const PostOps& post_ops) {
   return attr;
 }
 
-bool has_sum(const PostOps& post_ops) {
-  for (const auto& p : post_ops)
-    if (p.kind == PostOp::sum) return true;
-  return false;
-}
-
 Key& Key::operator<<(double v) {
   int64_t bits;
   static_assert(sizeof(bits) == sizeof(v));

@@ -42,7 +42,6 @@ struct PostOp {
 };
 using PostOps = std::vector<PostOp>;
 dnnl::primitive_attr make_attr(const PostOps& post_ops);
-bool has_sum(const PostOps& post_ops);
 
 // A cache key: shapes, types and parameters as a flat list of integers (cheap to build and hash
 // on every call).
