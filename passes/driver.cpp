@@ -22,11 +22,27 @@ void optimize_graph(GraphPtr& graph) {
   torch::jit::EliminateDeadCode(graph);
 }
 
+namespace {
+
+// A frozen graph reads no module attributes: its weights are constants.
+bool is_frozen(const torch::jit::Block* block) {
+  for (const auto* n : block->nodes()) {
+    if (n->kind() == torch::jit::prim::GetAttr) return false;
+    for (const auto* sub : n->blocks())
+      if (!is_frozen(sub)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 torch::jit::Module optimize(const torch::jit::Module& frozen) {
   // A clone has fresh executors: ones the original already built would keep the unfused plan.
   torch::jit::Module out = frozen.clone();
   for (const auto& method : out.get_methods()) {
     auto graph = torch::jit::toGraphFunction(method.function()).graph();
+    TORCH_CHECK(is_frozen(graph->block()), "jitfuse.optimize: method '", method.name(),
+                "' reads module attributes: freeze the module first (torch.jit.freeze)");
     optimize_graph(graph);
   }
   return out;
@@ -34,10 +50,10 @@ torch::jit::Module optimize(const torch::jit::Module& frozen) {
 
 namespace {
 
-// Runs when the profiling executor optimizes a graph (2nd call, once per plan). Graphs that are
-// not frozen have no constant weights, so no pattern filter accepts them: they stay as they are.
+// Runs when the profiling executor optimizes a graph (2nd call, once per plan). Graphs of modules
+// that were not frozen are left exactly as they are.
 torch::jit::RegisterPass register_with_executor([](GraphPtr& graph) {
-  if (is_enabled()) optimize_graph(graph);
+  if (is_enabled() && is_frozen(graph->block())) optimize_graph(graph);
 });
 
 }  // namespace

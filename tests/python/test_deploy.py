@@ -54,6 +54,13 @@ def test_optimize_rejects_what_is_not_a_script_module():
         jitfuse.optimize(make_model())
 
 
+def test_optimize_wants_a_frozen_module():
+    import pytest
+    model, x = make_model(), torch.randn(2, 3, 32, 32)
+    with pytest.raises(RuntimeError, match="freeze the module first"):
+        jitfuse.optimize(torch.jit.trace(model, x))
+
+
 def test_loading_a_fused_file_without_jitfuse_names_jitfuse(tmp_path):
     save_all(str(tmp_path))
     script = f"import torch; torch.jit.load({str(tmp_path / 'fused.pt')!r})"

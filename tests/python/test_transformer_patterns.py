@@ -143,6 +143,18 @@ def test_attention_matmuls_are_taken_over_in_bf16_only(dtype):
     assert_matches(m, model, inputs, dtype)
 
 
+def test_module_that_was_not_frozen_keeps_its_bf16_matmuls():
+    model = Block(lambda s, x, y: torch.matmul(s.a(x), y.transpose(1, 2))).to(torch.bfloat16).eval()
+    inputs = (torch.randn(2, 12, H, dtype=torch.bfloat16), torch.randn(2, 12, H, dtype=torch.bfloat16))
+    with torch.no_grad():
+        m = torch.jit.trace(model, inputs)
+        for _ in range(3):
+            m(*inputs)
+        from harness import node_kinds
+        kinds = node_kinds(m.graph_for(*inputs))
+    assert not fused_ops(kinds) and "aten::matmul" in kinds, kinds
+
+
 def test_linear_without_bias_and_non_contiguous_input():
     model = Block(lambda s, x, y: F.relu(s.a(x.transpose(0, 1))), bias=False).eval()
     x = torch.randn(12, 2, H)
