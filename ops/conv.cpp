@@ -186,7 +186,7 @@ at::Tensor conv_forward(int64_t spatial, const at::Tensor& input, const at::Tens
   }
 
   std::unordered_map<int, dnnl::memory> args{
-      {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
+      {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei.memory}, {DNNL_ARG_DST, dst}};
   if (bias.defined()) args.emplace(DNNL_ARG_BIAS, onednn::wrap(bias));
   onednn::execute(conv->prim, pd.scratchpad_desc(), std::move(args));
 

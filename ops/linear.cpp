@@ -70,7 +70,7 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
                                       [&] { return onednn::plain_desc(weight); });
   at::Tensor out = at::empty({m, n}, src.options());
   std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, onednn::wrap(src)},
-                                             {DNNL_ARG_WEIGHTS, wei},
+                                             {DNNL_ARG_WEIGHTS, wei.memory},
                                              {DNNL_ARG_DST, onednn::wrap(out)}};
   if (bias.defined()) args.emplace(DNNL_ARG_BIAS, onednn::wrap(bias));
   onednn::execute(ip.prim, ip.pd.scratchpad_desc(), std::move(args));

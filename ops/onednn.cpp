@@ -147,7 +147,7 @@ class PrimitiveCache {
   std::unordered_map<Key, std::list<Entry>::iterator, KeyHash> index_;
 };
 
-struct PackedWeight {
+struct PackedLayouts {
   using Weak = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
   std::optional<Weak> owner;  // keeps the TensorImpl's address from being reused while cached
   const void* data = nullptr;
@@ -168,15 +168,15 @@ std::shared_ptr<CachedPrimitive> cached_primitive(
   return cache.get_or_create(key, create);
 }
 
-dnnl::memory prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc& wanted_md,
+PackedWeight prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc& wanted_md,
                               const std::function<dnnl::memory::desc()>& user_md) {
   static std::mutex mu;
-  static std::unordered_map<const c10::TensorImpl*, PackedWeight> packed;
+  static std::unordered_map<const c10::TensorImpl*, PackedLayouts> packed;
 
   std::lock_guard<std::mutex> lock(mu);
   auto& entry = packed[weight.unsafeGetTensorImpl()];
   if (!entry.still_describes(weight)) {
-    entry = PackedWeight{};
+    entry = PackedLayouts{};
     entry.owner.emplace(weight.getIntrusivePtr());
     entry.data = weight.data_ptr();
     entry.version = weight._version();
@@ -185,14 +185,14 @@ dnnl::memory prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc
       it = !it->second.owner || it->second.owner->expired() ? packed.erase(it) : std::next(it);
   }
   for (const auto& [md, buffer] : entry.layouts)
-    if (md == wanted_md) return dnnl::memory(md, engine(), buffer.data_ptr());
+    if (md == wanted_md) return {dnnl::memory(md, engine(), buffer.data_ptr()), buffer};
 
   at::Tensor buffer = at::empty({static_cast<int64_t>(wanted_md.get_size())},
                                 weight.options().dtype(at::kByte));
   dnnl::memory out(wanted_md, engine(), buffer.data_ptr());
   reorder(wrap(weight, user_md()), out);
   entry.layouts.emplace_back(wanted_md, buffer);
-  return out;
+  return {out, buffer};
 }
 
 bool native_bf16() {

@@ -70,8 +70,13 @@ std::shared_ptr<CachedPrimitive> cached_primitive(
 // A constant weight reordered once into the layout a primitive wants. `user_md` describes
 // `weight`'s own storage (possibly regrouped). Keyed by the weight tensor's identity and version:
 // a freed or modified weight is never served stale.
-// `user_md` is only asked for on a miss.
-dnnl::memory prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc& wanted_md,
+// `user_md` is only asked for on a miss. `storage` keeps the packed bytes alive for the call even
+// if another thread replaces the cache entry meanwhile.
+struct PackedWeight {
+  dnnl::memory memory;
+  at::Tensor storage;
+};
+PackedWeight prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc& wanted_md,
                               const std::function<dnnl::memory::desc()>& user_md);
 
 // The memory format in which a torch tensor of `sizes` lies exactly as `md`, if any
