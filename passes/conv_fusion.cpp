@@ -29,10 +29,6 @@ Filter conv_is_fusable(int64_t rank) {
   };
 }
 
-bool alpha_is_one(const Match& m, const ValueMap& v) {
-  return is_constant_number(bound(m, v, "alpha"), 1.0);
-}
-
 bool alpha_is_constant(const Match& m, const ValueMap& v) {
   return is_constant_scalar(bound(m, v, "alpha"));
 }

@@ -3,7 +3,7 @@
 // in-place op (`..._sum_`, `..._sum_relu_`) writes the result into it and saves the copy.
 #include <torch/csrc/jit/ir/ir.h>
 
-#include "passes/passes.h"
+#include "passes/rewrite.h"
 
 namespace jitfuse {
 namespace {
@@ -11,15 +11,6 @@ namespace {
 using torch::jit::Node;
 
 constexpr size_t kOtherInput = 7;  // conv args: input, weight, bias, stride, padding, dilation, groups
-
-bool starts_with(const std::string& s, const std::string& prefix) {
-  return s.rfind(prefix, 0) == 0;
-}
-
-bool is_fused_conv(const Node* n) {
-  const std::string kind = n->kind().toQualString();
-  return starts_with(kind, "jitfuse::conv2d") || starts_with(kind, "jitfuse::conv3d");
-}
 
 bool is_out_of_place_sum(const Node* n) {
   const std::string kind = n->kind().toQualString();

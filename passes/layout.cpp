@@ -4,18 +4,13 @@
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/ir/constants.h>
 
-#include "passes/passes.h"
+#include "passes/rewrite.h"
 
 namespace jitfuse {
 namespace {
 
 using torch::jit::Node;
 using torch::jit::Value;
-
-bool is_jitfuse_conv(const Node* n) {
-  const std::string kind = n->kind().toQualString();
-  return kind.rfind("jitfuse::conv2d", 0) == 0 || kind.rfind("jitfuse::conv3d", 0) == 0;
-}
 
 // Tensor values the graph returns, directly or inside a tuple/list it builds for the return.
 std::vector<std::pair<Node*, size_t>> output_uses(torch::jit::Graph& graph) {
@@ -38,7 +33,7 @@ std::vector<std::pair<Node*, size_t>> output_uses(torch::jit::Graph& graph) {
 // Already NHWC by construction: made by a fused conv, or a conversion this pass placed before
 // (a graph fused offline and loaded runs the passes again).
 bool is_channels_last_source(const Node* n) {
-  if (is_jitfuse_conv(n)) return true;
+  if (is_fused_conv(n)) return true;
   if (n->kind() != c10::Symbol::fromQualString("aten::contiguous")) return false;
   auto format = torch::jit::toIValue(n->input(1));
   return format && format->isInt() &&
@@ -53,7 +48,7 @@ const c10::Symbol kLikeMemoryFormat = c10::Symbol::fromQualString("jitfuse::like
 void keep_channels_last(GraphPtr& graph) {
   Value* user_tensor = nullptr;  // what the first fused conv read, before conversion
   for (Node* n : graph->nodes()) {
-    if (!is_jitfuse_conv(n) || is_channels_last_source(n->input(0)->node())) continue;
+    if (!is_fused_conv(n) || is_channels_last_source(n->input(0)->node())) continue;
     Value* x = n->input(0);
     if (!user_tensor) user_tensor = x;
     const bool is3d = std::string(n->kind().toQualString()).rfind("jitfuse::conv3d", 0) == 0;

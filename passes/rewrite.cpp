@@ -7,8 +7,6 @@
 
 namespace jitfuse {
 
-bool verbose();  // switches.cpp
-
 namespace {
 
 std::vector<torch::jit::Node*> matched_nodes(const Match& match) {
@@ -97,6 +95,15 @@ bool is_constant_bool(Value* v, bool expected) {
 bool is_constant_number(Value* v, double expected) {
   auto c = constant(v);
   return c && (c->isInt() || c->isDouble()) && c->toScalar().toDouble() == expected;
+}
+
+bool alpha_is_one(const Match& m, const ValueMap& v) {
+  return is_constant_number(bound(m, v, "alpha"), 1.0);
+}
+
+bool is_fused_conv(const torch::jit::Node* n) {
+  const std::string kind = n->kind().toQualString();
+  return kind.rfind("jitfuse::conv2d", 0) == 0 || kind.rfind("jitfuse::conv3d", 0) == 0;
 }
 
 bool is_constant_scalar(Value* v) {

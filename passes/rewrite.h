@@ -43,6 +43,12 @@ const std::vector<Rewrite>& transformer_rewrites();
 // Patterns applied by a pass of their own rather than a table row.
 constexpr const char* kLinearX3 = "linear_linear_linear";
 
+// Whether JITFUSE_VERBOSE is set (switches.cpp).
+bool verbose();
+
+// A jitfuse::conv2d* / conv3d* node (fused by the conv table, in-place forms included).
+bool is_fused_conv(const torch::jit::Node* n);
+
 // For JITFUSE_VERBOSE: one line naming the pattern and the nodes it replaces.
 void report_rewrite(const std::string& name, std::vector<torch::jit::Node*> nodes);
 
@@ -54,6 +60,7 @@ bool is_constant_int(Value* v);
 bool is_constant_bool(Value* v, bool expected);
 bool is_constant_number(Value* v, double expected);  // an int or float constant equal to expected
 bool is_constant_scalar(Value* v);                   // an int or float constant
+bool alpha_is_one(const Match& m, const ValueMap& v);  // the bound %alpha is the constant 1
 // A frozen weight: a constant strided CPU float32/bfloat16 tensor of `rank` dims.
 std::optional<at::Tensor> frozen_weight(Value* v, int64_t rank);
 // A constant None, or a constant tensor of `weight`'s dtype or float32.

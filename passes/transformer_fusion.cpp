@@ -7,10 +7,6 @@
 namespace jitfuse {
 namespace {
 
-bool alpha_is_one(const Match& m, const ValueMap& v) {
-  return is_constant_number(bound(m, v, "alpha"), 1.0);
-}
-
 bool layernorm_args_constant(const Match& m, const ValueMap& v) {
   return is_constant_int_list(bound(m, v, "shape")) && is_constant_scalar(bound(m, v, "eps")) &&
          is_constant_scalar(bound(m, v, "alpha"));
