@@ -32,7 +32,6 @@ std::vector<int64_t> expand(at::IntArrayRef v, int64_t n, const char* what) {
 
 // Everything about a call that is not data: shapes, types and attributes, checked like ATen does.
 struct ConvParams {
-  int64_t spatial;
   std::vector<int64_t> stride, padding, dilation, out_sizes;
   int64_t groups;
   at::ScalarType compute_type;
@@ -69,7 +68,6 @@ ConvParams check_conv(int64_t spatial, const at::Tensor& input, const at::Tensor
                 "jitfuse conv: unsupported bias dtype ", bias->scalar_type());
   }
   ConvParams p;
-  p.spatial = spatial;
   p.groups = groups;
   p.stride = expand(stride, spatial, "stride");
   p.padding = expand(padding, spatial, "padding");
@@ -128,12 +126,10 @@ std::shared_ptr<ConvPrimitive> conv_primitive(const ConvParams& p, const at::Ten
 // `other`, when set, is what the sum post-op adds. With `into_other` the result is written into
 // `other` itself (the pass proved nothing reads it afterwards): no copy when its layout is the
 // one oneDNN writes.
-at::Tensor conv_forward(int64_t spatial, const at::Tensor& input, const at::Tensor& weight,
-                        const std::optional<at::Tensor>& bias_opt, at::IntArrayRef stride,
-                        at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                        const PostOps& post, const at::Tensor* other = nullptr,
-                        bool into_other = false) {
-  const auto p = check_conv(spatial, input, weight, bias_opt, stride, padding, dilation, groups);
+// `p` is what check_conv made of the call.
+at::Tensor conv_forward(const ConvParams& p, const at::Tensor& input, const at::Tensor& weight,
+                        const std::optional<at::Tensor>& bias_opt, const PostOps& post,
+                        const at::Tensor* other = nullptr, bool into_other = false) {
   const auto user_format = input.suggest_memory_format();
   if (other) {
     TORCH_CHECK(other->scalar_type() == input.scalar_type(), "jitfuse conv_sum: other (",
@@ -159,7 +155,7 @@ at::Tensor conv_forward(int64_t spatial, const at::Tensor& input, const at::Tens
                  ? onednn::wrap(src_tensor, pd.src_desc())
                  : onednn::as_layout(src_tensor, pd.src_desc(), src_keep);
   auto wei = onednn::prepacked_weight(weight, pd.weights_desc(), [&] {
-    return onednn::plain_desc(weight.view(grouped_weight_dims(weight, groups)));
+    return onednn::plain_desc(weight.view(grouped_weight_dims(weight, p.groups)));
   });
 
   // Write straight into a torch tensor when oneDNN's layout is a torch one; else into a buffer.
@@ -178,10 +174,7 @@ at::Tensor conv_forward(int64_t spatial, const at::Tensor& input, const at::Tens
     if (out.defined()) {
       out.copy_(other->expand(p.out_sizes));
     } else {
-      auto dense = other->expand(p.out_sizes).to(p.compute_type).contiguous();
-      at::Tensor keep;
-      auto packed = onednn::as_layout(dense, pd.dst_desc(), keep);
-      std::memcpy(dst_buffer.data_ptr(), packed.get_data_handle(), pd.dst_desc().get_size());
+      onednn::reorder(onednn::wrap(other->expand(p.out_sizes).to(p.compute_type).contiguous()), dst);
     }
   }
 
@@ -192,9 +185,7 @@ at::Tensor conv_forward(int64_t spatial, const at::Tensor& input, const at::Tens
 
   if (!out.defined()) {  // blocked layout: reorder back into a plain tensor
     out = at::empty(p.out_sizes, input.options().dtype(p.compute_type).memory_format(user_format));
-    auto plain = onednn::wrap(out);
-    dnnl::reorder(dst, plain).execute(onednn::stream(), dst, plain);
-    onednn::stream().wait();
+    onednn::reorder(dst, onednn::wrap(out));
   }
   if (into_other) {
     if (!out.is_same(*other)) other->copy_(out);
@@ -226,7 +217,8 @@ template <int64_t D, Act A>
 at::Tensor conv_act(const at::Tensor& input, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  return conv_forward(D, input, weight, bias, stride, padding, dilation, groups, activation(A));
+  const auto p = check_conv(D, input, weight, bias, stride, padding, dilation, groups);
+  return conv_forward(p, input, weight, bias, activation(A));
 }
 
 template <int64_t D>
@@ -234,7 +226,8 @@ at::Tensor conv_hardtanh(const at::Tensor& input, const at::Tensor& weight,
                          const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                          at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                          const at::Scalar& min_val, const at::Scalar& max_val) {
-  return conv_forward(D, input, weight, bias, stride, padding, dilation, groups,
+  const auto p = check_conv(D, input, weight, bias, stride, padding, dilation, groups);
+  return conv_forward(p, input, weight, bias,
                       eltwise(algorithm::eltwise_clip, min_val.toDouble(), max_val.toDouble()));
 }
 
@@ -243,8 +236,8 @@ at::Tensor conv_elu(const at::Tensor& input, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                     const at::Scalar& alpha) {
-  return conv_forward(D, input, weight, bias, stride, padding, dilation, groups,
-                      eltwise(algorithm::eltwise_elu, alpha.toDouble()));
+  const auto p = check_conv(D, input, weight, bias, stride, padding, dilation, groups);
+  return conv_forward(p, input, weight, bias, eltwise(algorithm::eltwise_elu, alpha.toDouble()));
 }
 
 // conv(input) + alpha * other, then the activation; the `_` ops write the result into other.
@@ -260,8 +253,7 @@ at::Tensor conv_sum(const at::Tensor& input, const at::Tensor& weight,
   if (!fits) {  // type promotion or a broadcast that grows the result: ATen does the add
     TORCH_CHECK(!InPlace, "jitfuse conv_sum_: other ", other.sizes(), " ", other.scalar_type(),
                 " cannot hold the result");
-    auto out = at::add(conv_forward(D, input, weight, bias, stride, padding, dilation, groups, {}),
-                       other, alpha);
+    auto out = at::add(conv_forward(p, input, weight, bias, {}), other, alpha);
     return A == Act::relu ? at::relu(out) : out;
   }
   if (InPlace)
@@ -269,8 +261,7 @@ at::Tensor conv_sum(const at::Tensor& input, const at::Tensor& weight,
                 other.sizes(), " cannot hold the result ", at::IntArrayRef(p.out_sizes));
   PostOps post{PostOp{PostOp::sum, algorithm::undef, static_cast<float>(alpha.toDouble())}};
   for (const auto& op : activation(A)) post.push_back(op);
-  return conv_forward(D, input, weight, bias, stride, padding, dilation, groups, post, &other,
-                      InPlace);
+  return conv_forward(p, input, weight, bias, post, &other, InPlace);
 }
 
 constexpr const char* kConvArgs =

@@ -46,9 +46,10 @@ dnnl::memory wrap(const at::Tensor& t, const dnnl::memory::desc& md) {
 
 dnnl::memory wrap(const at::Tensor& t) { return wrap(t, plain_desc(t)); }
 
-static void reorder(const dnnl::memory& from, const dnnl::memory& to) {
+void reorder(const dnnl::memory& from, const dnnl::memory& to) {
   dnnl::reorder(from, to).execute(stream(), const_cast<dnnl::memory&>(from),
                                   const_cast<dnnl::memory&>(to));
+  stream().wait();
 }
 
 dnnl::memory as_layout(const at::Tensor& t, const dnnl::memory::desc& md, at::Tensor& keep) {

@@ -30,6 +30,9 @@ dnnl::memory::desc any_desc(at::IntArrayRef dims, at::ScalarType t);
 dnnl::memory wrap(const at::Tensor& t, const dnnl::memory::desc& md);
 dnnl::memory wrap(const at::Tensor& t);
 
+// Copies `from` into `to` in `to`'s layout (and type), waiting for it.
+void reorder(const dnnl::memory& from, const dnnl::memory& to);
+
 // A tensor of `md`'s layout: `t` itself when it already lies that way, otherwise a reorder of it.
 // The returned memory keeps its storage alive through `keep`.
 dnnl::memory as_layout(const at::Tensor& t, const dnnl::memory::desc& md, at::Tensor& keep);
