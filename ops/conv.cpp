@@ -41,19 +41,11 @@ ConvParams check_conv(int64_t spatial, const at::Tensor& input, const at::Tensor
                       const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                       at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   const int64_t rank = spatial + 2;
-  TORCH_CHECK(input.device().is_cpu() && weight.device().is_cpu(),
-              "jitfuse conv: expected CPU tensors");
-  TORCH_CHECK(input.layout() == at::kStrided && weight.layout() == at::kStrided,
-              "jitfuse conv: expected strided tensors");
+  onednn::check_input_and_weight("conv", input, weight);
   TORCH_CHECK(input.dim() == rank, "jitfuse conv", spatial, "d: expected a ", rank,
               "-D input, got ", input.dim(), "-D of shape ", input.sizes());
   TORCH_CHECK(weight.dim() == rank, "jitfuse conv", spatial, "d: expected a ", rank,
               "-D weight, got ", weight.dim(), "-D");
-  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kBFloat16,
-              "jitfuse conv: expected float32 or bfloat16 input, got ", input.scalar_type());
-  TORCH_CHECK(weight.scalar_type() == input.scalar_type(), "jitfuse conv: input (",
-              input.scalar_type(), ") and weight (", weight.scalar_type(),
-              ") must have the same dtype");
   TORCH_CHECK(groups > 0, "jitfuse conv: groups must be positive, got ", groups);
   const int64_t out_channels = weight.size(0);
   TORCH_CHECK(out_channels % groups == 0, "jitfuse conv: out_channels (", out_channels,

@@ -21,15 +21,9 @@ struct LinearPrimitive : onednn::CachedPrimitive {
 
 void check_linear(const at::Tensor& input, const at::Tensor& weight,
                   const std::optional<at::Tensor>& bias) {
-  TORCH_CHECK(input.device().is_cpu() && weight.device().is_cpu(), "jitfuse linear: expected CPU tensors");
-  TORCH_CHECK(input.layout() == at::kStrided && weight.layout() == at::kStrided,
-              "jitfuse linear: expected strided tensors");
+  onednn::check_input_and_weight("linear", input, weight);
   TORCH_CHECK(input.dim() >= 1, "jitfuse linear: expected an input of at least 1 dimension");
   TORCH_CHECK(weight.dim() == 2, "jitfuse linear: expected a 2-D weight, got ", weight.dim(), "-D");
-  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kBFloat16,
-              "jitfuse linear: expected float32 or bfloat16 input, got ", input.scalar_type());
-  TORCH_CHECK(weight.scalar_type() == input.scalar_type(), "jitfuse linear: input (",
-              input.scalar_type(), ") and weight (", weight.scalar_type(), ") must have the same dtype");
   TORCH_CHECK(input.size(-1) == weight.size(1), "jitfuse linear: input ", input.sizes(),
               " cannot be multiplied by weight ", weight.sizes(), " (in_features ", weight.size(1), ")");
   if (bias && bias->defined())

@@ -87,6 +87,10 @@ PackedWeight prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc
 std::optional<at::MemoryFormat> torch_format_of(const dnnl::memory::desc& md, at::IntArrayRef sizes,
                                                 at::ScalarType dtype);
 
+// The checks every op makes of its activation and weight: CPU, strided, float32 or bfloat16,
+// one dtype. `op` names the op in the messages.
+void check_input_and_weight(const char* op, const at::Tensor& input, const at::Tensor& weight);
+
 // The type a primitive computes in for tensors of type `t`: bf16 only where oneDNN has optimized
 // bf16 kernels, else f32 (converted with ATen, rounded back once).
 at::ScalarType compute_type(at::ScalarType t);
