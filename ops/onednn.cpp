@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <c10/util/intrusive_ptr.h>
 
+#include <cmath>
 #include <cstring>
 #include <list>
 #include <mutex>
@@ -28,6 +29,8 @@ dnnl::memory::data_type data_type(at::ScalarType t) {
     case at::kByte: return dnnl::memory::data_type::u8;
     case at::kChar: return dnnl::memory::data_type::s8;
     case at::kInt: return dnnl::memory::data_type::s32;
+    case at::kQUInt8: return dnnl::memory::data_type::u8;
+    case at::kQInt8: return dnnl::memory::data_type::s8;
     default: TORCH_CHECK(false, "jitfuse: unsupported dtype ", t);
   }
 }
@@ -69,6 +72,8 @@ dnnl::primitive_attr make_attr(const PostOps& post_ops) {
   for (const auto& p : post_ops) {
     if (p.kind == PostOp::sum)
       ops.append_sum(p.alpha);
+    else if (p.kind == PostOp::binary_add)
+      ops.append_binary(dnnl::algorithm::binary_add, p.other);
     else
       ops.append_eltwise(p.alg, p.alpha, p.beta);
   }
@@ -97,7 +102,7 @@ Key& Key::operator<<(const PostOps& p) {
   *this << static_cast<int64_t>(p.size());
   for (const auto& op : p)
     *this << static_cast<int64_t>(op.kind) << static_cast<int64_t>(op.alg) << double(op.alpha)
-          << double(op.beta);
+          << double(op.beta) << static_cast<int64_t>(op.other.get_size());
   return *this;
 }
 size_t Key::hash() const {
@@ -254,6 +259,130 @@ std::optional<at::MemoryFormat> torch_format_of(const dnnl::memory::desc& md, at
 
 at::Tensor buffer(const dnnl::memory::desc& md) {
   return at::empty({static_cast<int64_t>(md.get_size())}, at::TensorOptions().dtype(at::kByte));
+}
+
+Int8Output int8_output(std::optional<at::ScalarType> dtype, double scale, int64_t zero_point,
+                       const char* op) {
+  if (!dtype) return {};
+  TORCH_CHECK(*dtype == at::kQUInt8 || *dtype == at::kQInt8, "jitfuse ", op,
+              ": output dtype must be torch.quint8 or torch.qint8, got ", *dtype);
+  TORCH_CHECK(std::isfinite(scale) && scale > 0, "jitfuse ", op,
+              ": output scale must be positive and finite, got ", scale);
+  const int64_t lo = *dtype == at::kQUInt8 ? 0 : -128, hi = *dtype == at::kQUInt8 ? 255 : 127;
+  TORCH_CHECK(zero_point >= lo && zero_point <= hi, "jitfuse ", op, ": output zero point ",
+              zero_point, " is out of range for ", *dtype);
+  return {dtype, scale, zero_point};
+}
+
+at::Tensor new_output(at::IntArrayRef sizes, const Int8Output& out, at::MemoryFormat format) {
+  if (!out.dtype) return at::empty(sizes, at::TensorOptions().dtype(at::kFloat).memory_format(format));
+  return at::_empty_affine_quantized(sizes, at::TensorOptions().dtype(*out.dtype), out.scale,
+                                     out.zero_point, format);
+}
+
+void check_quantized_activation(const char* op, const at::Tensor& x) {
+  TORCH_CHECK(x.device().is_cpu(), "jitfuse ", op, ": expected a CPU tensor");
+  TORCH_CHECK(x.is_quantized() && (x.scalar_type() == at::kQUInt8 || x.scalar_type() == at::kQInt8),
+              "jitfuse ", op, ": expected a quint8 or qint8 activation, got ", x.scalar_type());
+  TORCH_CHECK(x.qscheme() == at::kPerTensorAffine, "jitfuse ", op,
+              ": expected a per-tensor affine activation, got ", toString(x.qscheme()));
+}
+
+void check_quantized_weight(const char* op, const at::Tensor& w) {
+  TORCH_CHECK(w.device().is_cpu(), "jitfuse ", op, ": expected a CPU weight");
+  TORCH_CHECK(w.is_quantized() && w.scalar_type() == at::kQInt8, "jitfuse ", op,
+              ": expected a qint8 weight, got ", w.scalar_type());
+  TORCH_CHECK(w.is_contiguous(), "jitfuse ", op, ": expected a contiguous weight");
+  if (w.qscheme() == at::kPerTensorAffine || w.qscheme() == at::kPerTensorSymmetric) {
+    TORCH_CHECK(w.q_zero_point() == 0, "jitfuse ", op, ": expected a symmetric weight (zero point 0)");
+    return;
+  }
+  TORCH_CHECK(w.qscheme() == at::kPerChannelAffine || w.qscheme() == at::kPerChannelSymmetric,
+              "jitfuse ", op, ": unsupported weight quantization ", toString(w.qscheme()));
+  TORCH_CHECK(w.q_per_channel_axis() == 0, "jitfuse ", op,
+              ": expected weight scales along dim 0 (output channels), got axis ",
+              w.q_per_channel_axis());
+  TORCH_CHECK(w.q_per_channel_zero_points().eq(0).all().item<bool>(), "jitfuse ", op,
+              ": expected a symmetric weight (zero points 0)");
+}
+
+namespace {
+
+bool has_vnni() {
+  using isa = dnnl::cpu_isa;
+  static const bool vnni = [] {
+    switch (dnnl::get_effective_cpu_isa()) {
+      case isa::avx2_vnni: case isa::avx2_vnni_2: case isa::avx512_core_vnni:
+      case isa::avx512_core_bf16: case isa::avx512_core_fp16: case isa::avx512_core_amx:
+      case isa::avx512_core_amx_fp16: return true;
+      default: return false;
+    }
+  }();
+  return vnni;
+}
+
+}  // namespace
+
+bool int8_weight_exact(const at::Tensor& qw) {
+  if (has_vnni()) return true;
+  static std::mutex mu;
+  static std::unordered_map<const void*, std::pair<int64_t, bool>> seen;  // data -> (version, fits)
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = seen.find(qw.data_ptr());
+    if (it != seen.end() && it->second.first == qw._version()) return it->second.second;
+  }
+  const auto ints = qw.int_repr();
+  const bool fits = ints.min().item<int>() >= -64 && ints.max().item<int>() <= 63;
+  std::lock_guard<std::mutex> lock(mu);
+  seen[qw.data_ptr()] = {qw._version(), fits};
+  return fits;
+}
+
+void set_int8_attr(dnnl::primitive_attr& attr, int weight_mask, bool src_zero_point,
+                   const Int8Output& out) {
+  attr.set_scales_mask(DNNL_ARG_SRC, 0);
+  attr.set_scales_mask(DNNL_ARG_WEIGHTS, weight_mask);
+  if (src_zero_point) attr.set_zero_points_mask(DNNL_ARG_SRC, 0);
+  if (out.dtype) {
+    attr.set_scales_mask(DNNL_ARG_DST, 0);
+    if (out.zero_point != 0) attr.set_zero_points_mask(DNNL_ARG_DST, 0);
+  }
+}
+
+namespace {
+
+dnnl::memory scalar_memory(const at::Tensor& t) {
+  return dnnl::memory({{t.numel()}, data_type(t.scalar_type()), dnnl::memory::format_tag::a},
+                      engine(), t.data_ptr());
+}
+
+}  // namespace
+
+std::vector<at::Tensor> add_int8_args(std::unordered_map<int, dnnl::memory>& args,
+                                      const at::Tensor& qsrc, const at::Tensor& qweight,
+                                      const Int8Output& out) {
+  const auto f32 = at::TensorOptions().dtype(at::kFloat);
+  const auto s32 = at::TensorOptions().dtype(at::kInt);
+  std::vector<at::Tensor> keep;
+  auto add = [&](int arg, at::Tensor t) {
+    args.emplace(arg, scalar_memory(t));
+    keep.push_back(std::move(t));
+  };
+  add(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, at::full({1}, qsrc.q_scale(), f32));
+  if (qsrc.q_zero_point() != 0)
+    add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, at::full({1}, qsrc.q_zero_point(), s32));
+  const bool per_channel = qweight.qscheme() == at::kPerChannelAffine ||
+                           qweight.qscheme() == at::kPerChannelSymmetric;
+  add(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
+      per_channel ? qweight.q_per_channel_scales().to(at::kFloat).contiguous()
+                  : at::full({1}, qweight.q_scale(), f32));
+  if (out.dtype) {
+    add(DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, at::full({1}, out.scale, f32));
+    if (out.zero_point != 0)
+      add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, at::full({1}, out.zero_point, s32));
+  }
+  return keep;
 }
 
 }  // namespace jitfuse::onednn

@@ -39,9 +39,10 @@ dnnl::memory as_layout(const at::Tensor& t, const dnnl::memory::desc& md, at::Te
 
 // A post-op list, in order (oneDNN applies them to the accumulator).
 struct PostOp {
-  enum Kind { sum, eltwise } kind;
+  enum Kind { sum, eltwise, binary_add } kind;
   dnnl::algorithm alg = dnnl::algorithm::undef;  // eltwise only
   float alpha = 0.f, beta = 0.f;                 // eltwise parameters; alpha is the scale of a sum
+  dnnl::memory::desc other = {};                 // binary_add: the tensor added (a call argument)
 };
 using PostOps = std::vector<PostOp>;
 dnnl::primitive_attr make_attr(const PostOps& post_ops);
@@ -105,5 +106,37 @@ bool native_bf16();
 
 // A byte buffer of `md`'s size (scratchpads, blocked intermediates).
 at::Tensor buffer(const dnnl::memory::desc& md);
+
+// ---- int8: quantized torch tensors in and out of oneDNN primitives ----
+
+// What an int8 op returns: a quantized tensor (quint8 or qint8, per-tensor affine) or float32.
+struct Int8Output {
+  std::optional<at::ScalarType> dtype;  // kQUInt8 / kQInt8; nullopt: float32
+  double scale = 1.0;
+  int64_t zero_point = 0;
+};
+Int8Output int8_output(std::optional<at::ScalarType> dtype, double scale, int64_t zero_point,
+                       const char* op);
+// An empty result of `sizes` in `format`, quantized as `out` says or float32.
+at::Tensor new_output(at::IntArrayRef sizes, const Int8Output& out, at::MemoryFormat format);
+
+// The checks of an int8 op's activation (a per-tensor affine quint8/qint8 CPU tensor) and weight
+// (a contiguous qint8 tensor, per-tensor or per-channel along dim 0, symmetric).
+void check_quantized_activation(const char* op, const at::Tensor& x);
+void check_quantized_weight(const char* op, const at::Tensor& w);
+
+// Whether oneDNN's int8 kernels compute `qw` exactly on this CPU. Without VNNI they multiply
+// u8 x s8 pairs into saturating int16, which is exact only for weights in [-64, 63] (what
+// jitfuse.quantization writes). Memoized per weight tensor and version.
+bool int8_weight_exact(const at::Tensor& qw);
+
+// Scales and zero points as oneDNN attributes: source per tensor (a zero point only when it is
+// not 0), weight per output channel (`weight_mask`) or per tensor, output per tensor.
+void set_int8_attr(dnnl::primitive_attr& attr, int weight_mask, bool src_zero_point,
+                   const Int8Output& out);
+// The matching runtime arguments. The returned tensors hold their data for the call.
+std::vector<at::Tensor> add_int8_args(std::unordered_map<int, dnnl::memory>& args,
+                                      const at::Tensor& qsrc, const at::Tensor& qweight,
+                                      const Int8Output& out);
 
 }  // namespace jitfuse::onednn

@@ -13,6 +13,7 @@ namespace jitfuse {
 void optimize_graph(GraphPtr& graph) {
   // Filters need geometry as constants; a loaded graph builds int lists with prim::ListConstruct.
   torch::jit::ConstantPropagation(graph);
+  fuse_int8(graph);           // first: the float tables must not take ops of int8 chains
   fuse_linear_x3(graph);      // before fuse_linear: the merged GEMM is an aten::linear it fuses
   fuse_linear(graph);         // linear + activation -> jitfuse::linear*
   fuse_transformer(graph);    // add + layer_norm, scaled masked softmax, head merge

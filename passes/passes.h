@@ -22,6 +22,7 @@ void optimize_graph(GraphPtr& graph);
 torch::jit::Module optimize(const torch::jit::Module& frozen);
 
 // The passes, in the order optimize_graph runs them.
+void fuse_int8(GraphPtr& graph);          // dequantize -> op -> [quantize] -> jitfuse::q*
 void fuse_linear_x3(GraphPtr& graph);     // Linears sharing an input -> one linear + split
 void fuse_linear(GraphPtr& graph);        // linear + relu/gelu       -> jitfuse::linear*
 void fuse_transformer(GraphPtr& graph);   // add+layer_norm, scaled masked softmax, head merge

@@ -66,5 +66,8 @@ def optimize(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     return torch.jit._recursive.wrap_cpp_module(_ops._optimize(module._c))
 
 
-__all__ = ["optimize", "set_enabled", "is_enabled", "patterns", "set_pattern_enabled", "is_pattern_enabled",
+from . import quantization  # noqa: E402  (needs the library loaded)
+from .quantization import QuantConf  # noqa: E402
+
+__all__ = ["optimize", "quantization", "QuantConf", "set_enabled", "is_enabled", "patterns", "set_pattern_enabled", "is_pattern_enabled",
            "__version__"]

@@ -1,0 +1,186 @@
+// int8 convolutions: quantized activation and per-channel qint8 weight in, float32 or quantized
+// out, with relu and sum (an added tensor) as post-ops. One oneDNN int8 convolution serves
+// qconv2d[_relu|_sum|_sum_relu]; the schemas are at the bottom.
+#include "ops/onednn.h"
+
+#include <torch/library.h>
+
+namespace jitfuse {
+namespace {
+
+using onednn::Int8Output;
+using onednn::PostOp;
+using onednn::PostOps;
+
+struct QConvPrimitive : onednn::CachedPrimitive {
+  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward prim;
+  explicit QConvPrimitive(dnnl::convolution_forward::primitive_desc p) : pd(std::move(p)), prim(pd) {}
+};
+
+std::vector<int64_t> pair(at::IntArrayRef v, const char* what) {
+  TORCH_CHECK(v.size() == 1 || v.size() == 2, "jitfuse qconv2d: ", what,
+              " must have 1 or 2 elements, got ", v.size());
+  return v.size() == 1 ? std::vector<int64_t>{v[0], v[0]} : v.vec();
+}
+
+struct QConvParams {
+  std::vector<int64_t> stride, padding, dilation, out_sizes;
+  int64_t groups;
+};
+
+QConvParams check_qconv(const at::Tensor& qx, const at::Tensor& qw, const at::Tensor& bias,
+                        at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                        int64_t groups) {
+  onednn::check_quantized_activation("qconv2d", qx);
+  onednn::check_quantized_weight("qconv2d", qw);
+  TORCH_CHECK(qx.dim() == 4, "jitfuse qconv2d: expected a 4-D input, got ", qx.dim(), "-D");
+  TORCH_CHECK(qw.dim() == 4, "jitfuse qconv2d: expected a 4-D weight, got ", qw.dim(), "-D");
+  TORCH_CHECK(groups > 0 && qw.size(0) % groups == 0, "jitfuse qconv2d: out_channels (", qw.size(0),
+              ") must be divisible by a positive groups (", groups, ")");
+  TORCH_CHECK(qx.size(1) == qw.size(1) * groups, "jitfuse qconv2d: expected input ", qx.sizes(),
+              " to have ", qw.size(1) * groups, " channels, but got ", qx.size(1));
+  if (bias.defined())
+    TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.dim() == 1 && bias.size(0) == qw.size(0),
+                "jitfuse qconv2d: expected a float32 bias of shape [", qw.size(0), "], got ",
+                bias.scalar_type(), " ", bias.sizes());
+  QConvParams p{pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation"),
+                {qx.size(0), qw.size(0)}, groups};
+  for (int i = 0; i < 2; ++i) {
+    TORCH_CHECK(p.stride[i] > 0 && p.dilation[i] > 0 && p.padding[i] >= 0,
+                "jitfuse qconv2d: stride and dilation must be positive, padding non-negative");
+    const int64_t in = qx.size(i + 2) + 2 * p.padding[i];
+    const int64_t k = p.dilation[i] * (qw.size(i + 2) - 1) + 1;
+    TORCH_CHECK(in >= k, "jitfuse qconv2d: calculated padded input size per channel (", in,
+                ") is smaller than the dilated kernel size (", k, ")");
+    p.out_sizes.push_back((in - k) / p.stride[i] + 1);
+  }
+  return p;
+}
+
+bool per_channel(const at::Tensor& qw) {
+  return qw.qscheme() == at::kPerChannelAffine || qw.qscheme() == at::kPerChannelSymmetric;
+}
+
+// Everything in channels_last: oneDNN's int8 kernels work on NHWC.
+at::Tensor qconv2d_forward(const at::Tensor& qx, const at::Tensor& qw,
+                           const std::optional<at::Tensor>& bias_opt, at::IntArrayRef stride,
+                           at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                           const at::Tensor& other_in, bool relu, const Int8Output& out) {
+  const at::Tensor bias = bias_opt ? *bias_opt : at::Tensor();
+  const auto p = check_qconv(qx, qw, bias, stride, padding, dilation, groups);
+  at::Tensor other;
+  if (other_in.defined()) {
+    TORCH_CHECK(other_in.device().is_cpu() && other_in.layout() == at::kStrided,
+                "jitfuse qconv2d_sum: expected a strided CPU tensor to add");
+    other = other_in.is_quantized() ? other_in.dequantize() : other_in;
+    TORCH_CHECK(other.scalar_type() == at::kFloat, "jitfuse qconv2d_sum: expected a float32 or "
+                "quantized tensor to add, got ", other.scalar_type());
+    if (other.sizes() != at::IntArrayRef(p.out_sizes)) {
+      // A broadcast: add after the convolution, as the unfused graph does.
+      at::Tensor y = qconv2d_forward(qx, qw, bias_opt, stride, padding, dilation, groups, {}, false, {});
+      y = y + other;
+      if (relu) y.relu_();
+      return out.dtype ? at::quantize_per_tensor(y, out.scale, out.zero_point, *out.dtype) : y;
+    }
+    other = other.contiguous(at::MemoryFormat::ChannelsLast);
+  }
+  if (!onednn::int8_weight_exact(qw)) {
+    // Weights oneDNN would saturate on this CPU: the reference computation, in float32.
+    at::Tensor y = at::conv2d(qx.dequantize(), qw.dequantize(), bias, p.stride, p.padding,
+                              p.dilation, groups);
+    if (other.defined()) y.add_(other);
+    if (relu) y.relu_();
+    return out.dtype ? at::quantize_per_tensor(y, out.scale, out.zero_point, *out.dtype) : y;
+  }
+  at::Tensor dst = onednn::new_output(p.out_sizes, out, at::MemoryFormat::ChannelsLast);
+  if (dst.numel() == 0) return dst;
+  const at::Tensor src = qx.contiguous(at::MemoryFormat::ChannelsLast);
+
+  auto weight_dims = qw.sizes().vec();
+  if (groups > 1) {
+    weight_dims[0] /= groups;
+    weight_dims.insert(weight_dims.begin(), groups);
+  }
+  const int weight_mask = per_channel(qw) ? (groups > 1 ? 3 : 1) : 0;
+  const bool src_zp = qx.q_zero_point() != 0;
+  PostOps post;
+  if (other.defined()) post.push_back({PostOp::binary_add, {}, 0.f, 0.f, onednn::plain_desc(other)});
+  if (relu) post.push_back({PostOp::eltwise, dnnl::algorithm::eltwise_relu});
+
+  onednn::Key key;
+  key << src << qw << bias << at::IntArrayRef(p.stride) << at::IntArrayRef(p.padding)
+      << at::IntArrayRef(p.dilation) << groups << int64_t{weight_mask} << int64_t{src_zp} << dst
+      << int64_t{out.zero_point != 0} << post;
+  auto made = onednn::cached_primitive(key, [&]() -> std::shared_ptr<onednn::CachedPrimitive> {
+    dnnl::memory::desc wei(weight_dims, dnnl::memory::data_type::s8, dnnl::memory::format_tag::any);
+    dnnl::memory::dims dil{p.dilation[0] - 1, p.dilation[1] - 1};  // oneDNN counts the gaps
+    auto attr = onednn::make_attr(post);
+    onednn::set_int8_attr(attr, weight_mask, src_zp, out);
+    using pd_t = dnnl::convolution_forward::primitive_desc;
+    const auto prop = dnnl::prop_kind::forward_inference;
+    const auto alg = dnnl::algorithm::convolution_direct;
+    const auto& eng = onednn::engine();
+    auto src_md = onednn::plain_desc(src), dst_md = onednn::plain_desc(dst);
+    auto pd = bias.defined() ? pd_t(eng, prop, alg, src_md, wei, onednn::plain_desc(bias), dst_md,
+                                    p.stride, dil, p.padding, p.padding, attr)
+                             : pd_t(eng, prop, alg, src_md, wei, dst_md, p.stride, dil, p.padding,
+                                    p.padding, attr);
+    return std::make_shared<QConvPrimitive>(std::move(pd));
+  });
+  const auto& conv = static_cast<const QConvPrimitive&>(*made);
+  auto wei = onednn::prepacked_weight(qw, conv.pd.weights_desc(), [&] {
+    return dnnl::memory::desc(weight_dims, dnnl::memory::data_type::s8,
+                              groups > 1 ? dnnl::memory::format_tag::goihw
+                                         : dnnl::memory::format_tag::oihw);
+  });
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, onednn::wrap(src)},
+                                             {DNNL_ARG_WEIGHTS, wei.memory},
+                                             {DNNL_ARG_DST, onednn::wrap(dst)}};
+  if (bias.defined()) args.emplace(DNNL_ARG_BIAS, onednn::wrap(bias));
+  if (other.defined())
+    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, onednn::wrap(other));
+  auto keep = onednn::add_int8_args(args, src, qw, out);
+  onednn::execute(conv.prim, conv.pd.scratchpad_desc(), std::move(args));
+  return dst;
+}
+
+// The schemas' shared tail: how the result is quantized (out_dtype None: float32).
+#define QCONV_ARGS                                                                             \
+  const at::Tensor &qx, const at::Tensor &qweight, const std::optional<at::Tensor>&bias,      \
+      at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups
+#define QCONV_OUT_ARGS double out_scale, int64_t out_zero_point, std::optional<at::ScalarType> out_dtype
+
+at::Tensor qconv2d(QCONV_ARGS, QCONV_OUT_ARGS) {
+  return qconv2d_forward(qx, qweight, bias, stride, padding, dilation, groups, {}, false,
+                         onednn::int8_output(out_dtype, out_scale, out_zero_point, "qconv2d"));
+}
+at::Tensor qconv2d_relu(QCONV_ARGS, QCONV_OUT_ARGS) {
+  return qconv2d_forward(qx, qweight, bias, stride, padding, dilation, groups, {}, true,
+                         onednn::int8_output(out_dtype, out_scale, out_zero_point, "qconv2d_relu"));
+}
+at::Tensor qconv2d_sum(QCONV_ARGS, const at::Tensor& other, QCONV_OUT_ARGS) {
+  return qconv2d_forward(qx, qweight, bias, stride, padding, dilation, groups, other, false,
+                         onednn::int8_output(out_dtype, out_scale, out_zero_point, "qconv2d_sum"));
+}
+at::Tensor qconv2d_sum_relu(QCONV_ARGS, const at::Tensor& other, QCONV_OUT_ARGS) {
+  return qconv2d_forward(qx, qweight, bias, stride, padding, dilation, groups, other, true,
+                         onednn::int8_output(out_dtype, out_scale, out_zero_point, "qconv2d_sum_relu"));
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
+  // No dispatch key: inputs mix quantized and float tensors; the kernel checks them itself.
+  const std::string args =
+      "(Tensor qx, Tensor qweight, Tensor? bias, int[2] stride, int[2] padding, int[2] dilation, "
+      "int groups, ";
+  const std::string out = "float out_scale, int out_zero_point, ScalarType? out_dtype) -> Tensor";
+  auto schema = [](const std::string& s) { return c10::FunctionSchema(torch::schema(s.c_str())); };
+  m.def(schema("qconv2d" + args + out), TORCH_FN(qconv2d));
+  m.def(schema("qconv2d_relu" + args + out), TORCH_FN(qconv2d_relu));
+  m.def(schema("qconv2d_sum" + args + "Tensor other, " + out), TORCH_FN(qconv2d_sum));
+  m.def(schema("qconv2d_sum_relu" + args + "Tensor other, " + out), TORCH_FN(qconv2d_sum_relu));
+}
+
+}  // namespace jitfuse
