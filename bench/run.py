@@ -5,6 +5,8 @@ Variants, each traced and frozen from the same eager model:
   ofi         torch.jit.optimize_for_inference (jitfuse disabled)
   onednn      stock with torch.jit.enable_onednn_fusion(True) (jitfuse disabled)
   jitfuse     trace + freeze with jitfuse enabled
+int8 rows: jitfuse.quantization's flow (prepare, calibrate on 10 batches, convert), then the
+executor runs jitfuse's int8 ops.
 Prints median ms per call and the ratio to stock fp32 trace+freeze at the same batch size;
 writes the table (markdown) and a bar chart (PNG) to bench/results/.
 """
@@ -75,6 +77,18 @@ def make_variant(name, model, inputs, dtype):
     return Variant(name, frozen, dtype, jitfuse_on=name == "jitfuse", onednn_fuser=name == "onednn")
 
 
+def int8_variant(model, make_inputs, batch, calibration_batches=10):
+    """jitfuse's int8 flow: prepare, calibrate, convert; the executor then fuses the int8 chains."""
+    from jitfuse import QuantConf, quantization
+    prepared, conf = quantization.prepare(model, QuantConf(dtype=torch.int8))
+    with torch.no_grad():
+        for _ in range(calibration_batches):
+            with quantization.calibrate(conf):
+                prepared(*make_inputs(batch))
+        qmodel = quantization.convert(prepared, conf, make_inputs(batch))
+    return Variant("jitfuse", qmodel, torch.float32, jitfuse_on=True)
+
+
 def interleaved(variants, inputs, warmup, iters):
     """Median seconds per call of each variant; calls alternate so noise hits all alike."""
     times = {v.name: [] for v in variants}
@@ -94,12 +108,12 @@ def first(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def check_outputs(variants, inputs, reference):
+def check_outputs(variants, inputs, reference, min_cos=0.999):
     with torch.no_grad():
         for v in variants:
             got = first(v(*inputs)).float()
             cos = torch.nn.functional.cosine_similarity(got.flatten(), reference.flatten(), dim=0)
-            if cos < 0.999:
+            if cos < min_cos:
                 raise SystemExit(f"{v.name}: output differs from eager fp32 (cosine {cos:.5f})")
 
 
@@ -112,7 +126,10 @@ def bench_model(name, batch, dtype, args):
         reference = first(model32(*inputs))
     baseline = make_variant("stock", model32, inputs, torch.float32)
     baseline.name = "stock fp32"
-    if dtype == torch.float32:
+    if dtype == "int8":
+        variants = [int8_variant(model32, make_inputs, batch)]
+        check_outputs(variants, inputs, reference, min_cos=0.99)
+    elif dtype == torch.float32:
         variants = [make_variant(n, model32, inputs, dtype) for n in ("ofi", "onednn", "jitfuse")]
     else:
         # Stock bf16 kernels are slow on CPUs without bf16 instructions (seconds per ResNet-50
@@ -120,7 +137,8 @@ def bench_model(name, batch, dtype, args):
         names = ("stock", "ofi", "onednn", "jitfuse") if args.full else ("jitfuse",)
         model = build().to(dtype)
         variants = [make_variant(n, model, inputs, dtype) for n in names]
-    check_outputs(variants, inputs, reference)
+    if dtype != "int8":
+        check_outputs(variants, inputs, reference)
     warmup, iters = args.warmup, args.iters
     if batch > 1:  # a call takes ~batch times longer; fewer calls keep the run short
         warmup, iters = max(3, warmup // 4), max(5, iters // 3)
@@ -131,7 +149,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--batches", default=None, help="batch sizes for every model (default: per model)")
-    ap.add_argument("--dtypes", default="fp32,bf16")
+    ap.add_argument("--dtypes", default="fp32,bf16,int8")
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
@@ -139,7 +157,7 @@ def main():
                     help="also time stock bf16 variants (slow without bf16 instructions)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": "int8"}
 
     rows = []
     for model_name in args.models.split(","):

@@ -293,17 +293,12 @@ void check_quantized_weight(const char* op, const at::Tensor& w) {
   TORCH_CHECK(w.is_quantized() && w.scalar_type() == at::kQInt8, "jitfuse ", op,
               ": expected a qint8 weight, got ", w.scalar_type());
   TORCH_CHECK(w.is_contiguous(), "jitfuse ", op, ": expected a contiguous weight");
-  if (w.qscheme() == at::kPerTensorAffine || w.qscheme() == at::kPerTensorSymmetric) {
-    TORCH_CHECK(w.q_zero_point() == 0, "jitfuse ", op, ": expected a symmetric weight (zero point 0)");
-    return;
-  }
+  if (w.qscheme() == at::kPerTensorAffine || w.qscheme() == at::kPerTensorSymmetric) return;
   TORCH_CHECK(w.qscheme() == at::kPerChannelAffine || w.qscheme() == at::kPerChannelSymmetric,
               "jitfuse ", op, ": unsupported weight quantization ", toString(w.qscheme()));
   TORCH_CHECK(w.q_per_channel_axis() == 0, "jitfuse ", op,
               ": expected weight scales along dim 0 (output channels), got axis ",
               w.q_per_channel_axis());
-  TORCH_CHECK(w.q_per_channel_zero_points().eq(0).all().item<bool>(), "jitfuse ", op,
-              ": expected a symmetric weight (zero points 0)");
 }
 
 namespace {
@@ -324,7 +319,6 @@ bool has_vnni() {
 }  // namespace
 
 bool int8_weight_exact(const at::Tensor& qw) {
-  if (has_vnni()) return true;
   static std::mutex mu;
   static std::unordered_map<const void*, std::pair<int64_t, bool>> seen;  // data -> (version, fits)
   {
@@ -332,8 +326,11 @@ bool int8_weight_exact(const at::Tensor& qw) {
     auto it = seen.find(qw.data_ptr());
     if (it != seen.end() && it->second.first == qw._version()) return it->second.second;
   }
+  const bool per_channel = qw.qscheme() == at::kPerChannelAffine || qw.qscheme() == at::kPerChannelSymmetric;
+  TORCH_CHECK(per_channel ? qw.q_per_channel_zero_points().eq(0).all().item<bool>() : qw.q_zero_point() == 0,
+              "jitfuse: expected a symmetric int8 weight (zero points 0)");
   const auto ints = qw.int_repr();
-  const bool fits = ints.min().item<int>() >= -64 && ints.max().item<int>() <= 63;
+  const bool fits = has_vnni() || (ints.min().item<int>() >= -64 && ints.max().item<int>() <= 64);
   std::lock_guard<std::mutex> lock(mu);
   seen[qw.data_ptr()] = {qw._version(), fits};
   return fits;

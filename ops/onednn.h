@@ -126,8 +126,9 @@ void check_quantized_activation(const char* op, const at::Tensor& x);
 void check_quantized_weight(const char* op, const at::Tensor& w);
 
 // Whether oneDNN's int8 kernels compute `qw` exactly on this CPU. Without VNNI they multiply
-// u8 x s8 pairs into saturating int16, which is exact only for weights in [-64, 63] (what
-// jitfuse.quantization writes). Memoized per weight tensor and version.
+// u8 x s8 pairs into saturating int16, which is exact only for weights in [-64, 64]
+// (jitfuse.quantization writes [-63, 63]). Checks the zero points too (all 0). Memoized per
+// weight tensor and version.
 bool int8_weight_exact(const at::Tensor& qw);
 
 // Scales and zero points as oneDNN attributes: source per tensor (a zero point only when it is

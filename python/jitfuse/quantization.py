@@ -16,7 +16,7 @@ Recipe file (version 1), one entry per quantizable op, keyed by a stable name
                                                     "min": 0.0, "max": 5.1}]}, ...}}
 
 "recipe" is "int8" or "fp32" (set it by hand to keep an op in float). Activations are uint8,
-asymmetric, per tensor; weights int8 in [-64, 63], symmetric, per output channel.
+asymmetric, per tensor; weights int8 in [-63, 63], symmetric, per output channel.
 """
 import contextlib
 import json
@@ -37,8 +37,8 @@ OBSERVERS = {"minmax": MinMaxObserver, "histogram": HistogramObserver}
 KINDS = ("conv2d", "linear", "bmm", "matmul", "add", "max_pool2d")
 _ACTIVATION = {"dtype": "uint8", "qscheme": "per_tensor_affine"}
 # Weights use 7 of their 8 bits: CPUs without VNNI multiply u8 x s8 pairs into saturating int16,
-# exact only for weights in [-64, 63].
-_WEIGHT = {"dtype": "int8", "qscheme": "per_channel_symmetric", "quant_min": -64, "quant_max": 63}
+# exact only for weights in [-64, 64].
+_WEIGHT = {"dtype": "int8", "qscheme": "per_channel_symmetric", "quant_min": -63, "quant_max": 63}
 
 
 class QuantConfError(ValueError):
@@ -163,12 +163,19 @@ def _num_inputs(kind):
 # ---- the model's quantizable ops ----------------------------------------------------------
 
 
-def _graph_module(model):
-    """The model as an FX graph with batch norms folded into the convolutions before them."""
+def _graph_module(model, num_inputs):
+    """The model, called with `num_inputs` positional tensors, as an FX graph with batch norms
+    folded into the convolutions before them. transformers models use their own FX tracer."""
     model = getattr(model, "_jitfuse_source", model)
     if not isinstance(model, nn.Module):
         raise TypeError(f"jitfuse.quantization: expected an nn.Module, got {type(model).__name__}")
-    return _fold_batch_norms(model.eval())
+    model.eval()
+    if type(model).__module__.startswith("transformers."):
+        import inspect
+        from transformers.utils.fx import symbolic_trace as hf_symbolic_trace
+        names = list(inspect.signature(model.forward).parameters)[:num_inputs]
+        return _fold_batch_norms(hf_symbolic_trace(model, input_names=names), no_trace=True)
+    return _fold_batch_norms(model)
 
 
 class _Op:
@@ -266,9 +273,31 @@ def _new_observer(conf):
     return OBSERVERS[conf.observer](dtype=torch.quint8, qscheme=torch.per_tensor_affine)
 
 
+class _Prepared(nn.Module):
+    """What prepare returns: `model` with observers, traced at its first call (when the number of
+    inputs is known)."""
+
+    def __init__(self, model, conf):
+        super().__init__()
+        self._jitfuse_source, self.conf, self.observed = model, conf, None
+
+    def forward(self, *inputs):
+        if self.observed is None:
+            self.observed = _observed(self._jitfuse_source, self.conf, len(inputs))
+        return self.observed(*inputs)
+
+
 def prepare(model, conf):
-    """A copy of `model` that observes the inputs of its quantizable ops under calibrate(conf)."""
-    gm = _graph_module(model)
+    """`model` with observers on the inputs of its quantizable ops; they record what runs under
+    calibrate(conf). Returns (prepared model, conf)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"jitfuse.quantization.prepare: expected an nn.Module, got {type(model).__name__}")
+    conf.ops, conf._observers = {}, {}
+    return _Prepared(getattr(model, "_jitfuse_source", model), conf), conf
+
+
+def _observed(model, conf, num_inputs):
+    gm = _graph_module(model, num_inputs)
     ops = _quantizable_ops(gm)
     recipe = _default_recipe(ops)
     conf._observers = {}
@@ -284,8 +313,7 @@ def prepare(model, conf):
                 observed = gm.graph.call_module(attr, (x,))
             op.node.replace_input_with(x, observed)
     gm.recompile()
-    gm._jitfuse_source = getattr(model, "_jitfuse_source", model)
-    return gm, conf
+    return gm
 
 
 @contextlib.contextmanager
@@ -304,6 +332,9 @@ def calibrate(conf):
 
 def _check_against_model(conf, ops):
     where = f"QuantConf {conf.path}" if conf.path else "QuantConf"
+    if not conf.ops:
+        raise QuantConfError(f"{where}: field 'ops': empty: calibrate the prepared model first "
+                             "(quantization.calibrate) or load a saved recipe")
     by_name = {op.name: op for op in ops}
     for name, entry in conf.ops.items():
         if name not in by_name:
@@ -327,7 +358,8 @@ def _quantize_weight(w):
 def convert(model, conf, sample_input):
     """A frozen int8 TorchScript module: the reference quantized graph of `model` under `conf`'s
     recipe. Ops absent from the recipe, or marked "fp32", stay float."""
-    gm = _graph_module(model)
+    sample = sample_input if isinstance(sample_input, tuple) else (sample_input,)
+    gm = _graph_module(model, len(sample))
     ops = _quantizable_ops(gm)
     _check_against_model(conf, ops)
     graph = gm.graph
@@ -363,7 +395,6 @@ def convert(model, conf, sample_input):
             pool_outputs[op.node] = dqy
     graph.lint()
     gm.recompile()
-    sample = sample_input if isinstance(sample_input, tuple) else (sample_input,)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*quantize.*deprecated")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -375,7 +406,7 @@ def _quantize_module_call(gm, op, index):
     """conv / linear module call -> F.conv2d / F.linear on the dequantized per-channel weight."""
     m = gm.get_submodule(op.node.target)
     qweight = f"_jitfuse_qweight_{index}"
-    setattr(gm, qweight, _quantize_weight(m.weight))
+    gm.register_buffer(qweight, _quantize_weight(m.weight))
     bias = None
     graph = gm.graph
     with graph.inserting_before(op.node):

@@ -1,0 +1,235 @@
+"""The INT8 calibration flow: QuantConf JSON round trip, broken files, convert with and without a
+saved recipe, per-op fp32 fallback, and end-to-end accuracy of ResNet-50 and BERT-base."""
+import json
+import os
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import jitfuse
+from harness import node_kinds
+from jitfuse import QuantConf, quantization
+from jitfuse.quantization import QuantConfError
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
+
+HEAVY = {"aten::_convolution", "aten::conv2d", "aten::linear", "aten::addmm", "aten::matmul", "aten::bmm"}
+
+
+class Net(nn.Module):
+    """conv+relu, a residual conv+sum+relu, a pool, linears with activations, attention's bmm."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(16, 32), nn.Linear(32, 16), nn.Linear(16, 16)
+
+    def forward(self, x):
+        a = self.stem(x)
+        b = F.relu(self.conv(a) + a)
+        t = self.pool(b).flatten(2)                  # N, 8, 16
+        u = F.gelu(self.fc1(t))
+        v = torch.sigmoid(self.fc3(self.fc2(u) + t))
+        return torch.bmm(v, v.transpose(1, 2)) / 4.0
+
+
+def calibrated(model, batches, shape=(2, 3, 8, 8), observer="minmax"):
+    torch.manual_seed(0)
+    conf = QuantConf(dtype=torch.int8, observer=observer)
+    prepared, conf = quantization.prepare(model, conf)
+    with torch.no_grad():
+        for _ in range(batches):
+            with quantization.calibrate(conf):
+                prepared(torch.randn(shape))
+    return prepared, conf
+
+
+def run(qmodel, x, times=3):
+    with torch.no_grad():
+        for _ in range(times):
+            out = qmodel(x)
+    return out, node_kinds(qmodel.graph_for(x))
+
+
+def cos(a, b):
+    return F.cosine_similarity(a.flatten().float(), b.flatten().float(), dim=0).item()
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    model = Net().eval()
+    model.stem[1].running_mean.uniform_(-0.5, 0.5)
+    model.stem[1].running_var.uniform_(0.5, 2.0)
+    return model
+
+
+@pytest.mark.parametrize("observer", ["minmax", "histogram"])
+def test_flow_runs_int8_and_stays_close(net, observer):
+    prepared, conf = calibrated(net, 10, observer=observer)
+    x = torch.randn(2, 3, 8, 8)
+    qmodel = quantization.convert(prepared, conf, x)
+    assert isinstance(qmodel, torch.jit.ScriptModule)
+    out, kinds = run(qmodel, x)
+    assert not HEAVY & set(kinds), kinds
+    for op in ("qconv2d_relu", "qconv2d_sum_relu", "qmax_pool2d", "qlinear_gelu", "qlinear_sum", "qlinear_sigmoid", "qbmm_div"):
+        assert f"jitfuse::{op}" in kinds, (op, kinds)
+    with torch.no_grad():
+        assert cos(out, net(x)) >= 0.99
+
+
+def test_reference_graph_runs_on_stock_pytorch(net):
+    """convert's module is a plain reference quantized graph: stock PyTorch gives the same
+    numbers as jitfuse's int8 ops, within one output step of each int8 op."""
+    prepared, conf = calibrated(net, 4)
+    x = torch.randn(2, 3, 8, 8)
+    jitfuse.set_enabled(False)
+    stock, stock_kinds = run(quantization.convert(prepared, conf, x), x)
+    jitfuse.set_enabled(True)
+    fused, _ = run(quantization.convert(prepared, conf, x), x)
+    assert not any(k.startswith("jitfuse::") for k in stock_kinds)
+    assert cos(fused, stock) >= 0.999
+
+
+def test_recipe_round_trips_through_json(net, tmp_path):
+    prepared, conf = calibrated(net, 4)
+    path = tmp_path / "int8_conf.json"
+    conf.save(path, default_recipe=True)
+    doc = json.loads(path.read_text())
+    assert doc["version"] == 1 and doc["ops"]
+    assert {e["kind"] for e in doc["ops"].values()} >= {"conv2d", "linear", "add", "max_pool2d", "bmm"}
+    again = QuantConf(path)
+    assert again.ops.keys() == conf.ops.keys()
+    for name, entry in conf.ops.items():
+        assert again.ops[name]["recipe"] == entry["recipe"]
+        assert [q["scale"] for q in again.ops[name]["inputs"]] == [q["scale"] for q in entry["inputs"]]
+    # A fresh model object with the same weights and the saved file gives the same int8 module.
+    x = torch.randn(2, 3, 8, 8)
+    first, _ = run(quantization.convert(prepared, conf, x), x)
+    fresh = Net().eval()
+    fresh.load_state_dict(net.state_dict())
+    second, _ = run(quantization.convert(fresh, QuantConf(str(path)), x), x)
+    assert torch.equal(first, second)
+
+
+def test_default_recipe_false_marks_every_op_int8(net, tmp_path):
+    prepared, conf = calibrated(net, 2)
+    conf.save(tmp_path / "all.json", default_recipe=False)
+    doc = json.loads((tmp_path / "all.json").read_text())
+    assert {e["recipe"] for e in doc["ops"].values()} == {"int8"}
+
+
+def test_fp32_fallback_per_op_is_honoured(net, tmp_path):
+    prepared, conf = calibrated(net, 2)
+    path = tmp_path / "conf.json"
+    conf.save(path)
+    doc = json.loads(path.read_text())
+    assert "conv:conv2d" in doc["ops"], list(doc["ops"])
+    doc["ops"]["conv:conv2d"]["recipe"] = "fp32"
+    path.write_text(json.dumps(doc))
+    x = torch.randn(2, 3, 8, 8)
+    _, with_all = run(quantization.convert(net, QuantConf(path), x), x)
+    qconvs = sum(v for k, v in with_all.items() if k.startswith("jitfuse::qconv2d"))
+    assert qconvs == 1, with_all  # the stem only: `conv` (and the sum after it) stay float
+    assert any(k.startswith("jitfuse::conv2d") or k == "aten::_convolution" for k in with_all), with_all
+
+
+def test_convert_needs_calibration(net):
+    _, conf = quantization.prepare(net, QuantConf())
+    with pytest.raises(QuantConfError, match="calibrate"):
+        quantization.convert(net, conf, torch.randn(2, 3, 8, 8))
+
+
+VALID = None
+
+
+def broken_cases():
+    """(label, mutate(doc) -> text, field the error must name)."""
+    def edit(fn):
+        def apply(doc):
+            fn(doc)
+            return json.dumps(doc)
+        return apply
+
+    first = lambda d: next(iter(d["ops"].values()))  # noqa: E731
+    return [
+        ("truncated", lambda d: json.dumps(d)[:40], ""),
+        ("empty", lambda d: "", ""),
+        ("not an object", lambda d: "[1, 2, 3]", ""),
+        ("no version", edit(lambda d: d.pop("version")), "version"),
+        ("unknown version", edit(lambda d: d.update(version=99)), "version"),
+        ("no ops", edit(lambda d: d.pop("ops")), "ops"),
+        ("bad kind", edit(lambda d: first(d).update(kind="conv9d")), ".kind"),
+        ("bad recipe", edit(lambda d: first(d).update(recipe="int4")), ".recipe"),
+        ("negative scale", edit(lambda d: first(d)["inputs"][0].update(scale=-1.0)), ".scale"),
+        ("NaN scale", edit(lambda d: first(d)["inputs"][0].update(scale=float("nan"))), ".scale"),
+        ("string scale", edit(lambda d: first(d)["inputs"][0].update(scale="0.1")), ".scale"),
+        ("zero point range", edit(lambda d: first(d)["inputs"][0].update(zero_point=1000)), ".zero_point"),
+        ("missing inputs", edit(lambda d: first(d).pop("inputs")), ".inputs"),
+    ]
+
+
+@pytest.mark.parametrize("label, mutate, field", broken_cases(), ids=[c[0] for c in broken_cases()])
+def test_broken_recipe_file_raises_one_clear_error(net, tmp_path, label, mutate, field):
+    _, conf = calibrated(net, 1)
+    good = tmp_path / "good.json"
+    conf.save(good)
+    bad = tmp_path / f"broken_{label.replace(' ', '_')}.json"
+    bad.write_text(mutate(json.loads(good.read_text())))
+    with pytest.raises(QuantConfError) as e:
+        QuantConf(bad)
+    assert bad.name in str(e.value)
+    assert field in str(e.value)
+
+
+def test_unknown_op_name_is_reported_at_convert(net, tmp_path):
+    _, conf = calibrated(net, 1)
+    path = tmp_path / "renamed.json"
+    conf.save(path)
+    doc = json.loads(path.read_text())
+    doc["ops"]["gone.conv:conv2d"] = doc["ops"].pop("conv:conv2d")
+    path.write_text(json.dumps(doc))
+    with pytest.raises(QuantConfError, match=r"renamed\.json.*ops\.gone\.conv:conv2d.*no such op"):
+        quantization.convert(net, QuantConf(path), torch.randn(2, 3, 8, 8))
+
+
+def test_resnet50_int8_accuracy():
+    from resnet50 import resnet50
+    model = resnet50()
+    prepared, conf = calibrated(model, 10, shape=(1, 3, 224, 224))
+    x = torch.randn(1, 3, 224, 224)
+    out, kinds = run(quantization.convert(prepared, conf, x), x)
+    assert not HEAVY & set(kinds), kinds
+    with torch.no_grad():
+        c = cos(out, model(x))
+    print(f"resnet50 int8 cosine to fp32: {c:.4f}")
+    assert c >= 0.99
+
+
+def test_bert_base_int8_accuracy():
+    from encoder import bert_base
+    model = bert_base()
+    torch.manual_seed(0)
+    ids = lambda: torch.randint(0, 30522, (1, 128))  # noqa: E731
+    mask = torch.ones(1, 128, dtype=torch.long)
+    conf = QuantConf(dtype=torch.int8)
+    prepared, conf = quantization.prepare(model, conf)
+    with torch.no_grad():
+        for _ in range(10):
+            with quantization.calibrate(conf):
+                prepared(ids(), mask)
+        x = ids()
+        qmodel = quantization.convert(prepared, conf, (x, mask))
+        for _ in range(3):
+            out = qmodel(x, mask)
+        kinds = node_kinds(qmodel.graph_for(x, mask))
+        ref = model(x, mask)
+    assert "aten::linear" not in kinds and kinds.get("jitfuse::qlinear", 0) + kinds.get("jitfuse::qlinear_sum", 0) > 0, kinds
+    c = cos(out[0], ref[0])
+    print(f"bert-base int8 cosine to fp32: {c:.4f}")
+    assert c >= 0.99
