@@ -1,5 +1,7 @@
 """Models the deployment tests share: a small conv net, saved frozen (plain.pt) and fused offline
-by jitfuse.optimize (fused.pt), with an input and the eager output (io.pt) for the C++ app.
+by jitfuse.optimize (fused.pt), with an input and the eager output (io.pt) for the C++ app; and
+the same net converted to int8 by jitfuse.quantization (int8_plain.pt, int8_fused.pt) with the
+Python module's fused output (int8_io.pt).
 
     python tests/python/deploy_models.py OUT_DIR
 """
@@ -55,7 +57,30 @@ def save_all(out_dir):
         torch.jit.save(frozen, os.path.join(out_dir, "plain.pt"))
         torch.jit.save(jitfuse.optimize(frozen), os.path.join(out_dir, "fused.pt"))
     torch.jit.save(torch.jit.script(Tensors(input=x, expected=expected)), os.path.join(out_dir, "io.pt"))
+    save_int8(model, x, out_dir)
     return model, x, expected
+
+
+def int8_model(model, x):
+    """The reference quantized module of `model`, calibrated on 4 random batches."""
+    from jitfuse import QuantConf, quantization
+    torch.manual_seed(1)
+    prepared, conf = quantization.prepare(model, QuantConf(dtype=torch.int8))
+    with torch.no_grad():
+        for _ in range(4):
+            with quantization.calibrate(conf):
+                prepared(torch.randn_like(x))
+    return quantization.convert(prepared, conf, x)
+
+
+def save_int8(model, x, out_dir):
+    qmodel = int8_model(model, x)
+    fused = jitfuse.optimize(qmodel)
+    with torch.no_grad():
+        expected = fused(x)
+    torch.jit.save(qmodel, os.path.join(out_dir, "int8_plain.pt"))
+    torch.jit.save(fused, os.path.join(out_dir, "int8_fused.pt"))
+    torch.jit.save(torch.jit.script(Tensors(input=x, expected=expected)), os.path.join(out_dir, "int8_io.pt"))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,18 @@ def test_saved_fused_module_loads_fused_and_right(tmp_path):
     assert_matches(loaded, model, (x,), torch.float32)
 
 
+def test_saved_fused_int8_module_loads_fused_and_right(tmp_path):
+    """An int8 module fused offline saves with its qint8 weights and loads fused: its first call
+    runs the int8 ops and gives the numbers of the module it was saved from."""
+    save_all(str(tmp_path))
+    io = torch.jit.load(str(tmp_path / "int8_io.pt"))
+    loaded = torch.jit.load(str(tmp_path / "int8_fused.pt"))
+    kinds = first_call_kinds(loaded, io.input)
+    assert "jitfuse::qconv2d_relu" in kinds and "aten::_convolution" not in kinds, kinds
+    with torch.no_grad():
+        assert torch.equal(loaded(io.input), io.expected)
+
+
 def test_optimize_rejects_what_is_not_a_script_module():
     import pytest
     with pytest.raises(TypeError, match="ScriptModule"):
