@@ -22,6 +22,6 @@ fi
 source "$VENV/bin/activate"
 python -m pip install -q --upgrade pip
 python -m pip install -q torch==2.13.0 onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0 \
-  "scikit-build-core>=0.10" ninja pytest numpy matplotlib transformers==4.46.3
+  "scikit-build-core>=0.10" ninja pytest hypothesis numpy matplotlib transformers==4.46.3
 python -m pip install -q --no-build-isolation "$JITFUSE_ROOT"
 python -c "import jitfuse; print('jitfuse', jitfuse.__version__, 'ready in', '$VENV')"

@@ -1,9 +1,17 @@
 import pytest
 import torch
+from hypothesis import settings
+
 
 import jitfuse
 
 torch.set_num_threads(2)
+
+# Property-based tests: a few hundred examples in all by default (CI), over a thousand with
+# --hypothesis-profile=thorough. Derandomized in CI so a red run can be replayed.
+settings.register_profile("ci", max_examples=150, derandomize=True, print_blob=True)
+settings.register_profile("thorough", max_examples=700, print_blob=True)
+settings.load_profile("ci")
 
 
 @pytest.fixture(autouse=True)
