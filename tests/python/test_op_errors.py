@@ -1,0 +1,362 @@
+"""Error inputs for every fused op, called directly through torch.ops.jitfuse: each case either
+computes what ATen computes for the unfused ops, or raises a clear RuntimeError (naming jitfuse
+and the problem). Never a crash, never a wrong answer.
+
+TABLE below lists op x case -> expected outcome ("right" or "error"); every jitfuse op appears.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import jitfuse  # noqa: F401  (registers torch.ops.jitfuse)
+from harness import max_rel_err
+
+ops = torch.ops.jitfuse
+CASES = ["wrong dtype", "wrong rank", "mismatched channels", "empty batch", "zero-size spatial",
+         "non-contiguous", "channels_last", "aliased output", "overlapping output", "requires grad"]
+
+
+def noncontiguous(t):
+    """Same values, strides of a transposed copy."""
+    return t.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+def transform(x, case):
+    """The primary input as the case wants it (None: the case does not change it)."""
+    if case == "wrong dtype":
+        return x.to(torch.int32) if not x.is_quantized else x.dequantize()
+    if case == "wrong rank":
+        return x[0]
+    if case == "mismatched channels":
+        return x[:, :-1] if x.dim() > 2 else x[..., :-1]
+    if case == "empty batch":
+        return x[:0]
+    if case == "zero-size spatial":
+        return x[..., :0]
+    if case == "non-contiguous":
+        return noncontiguous(x) if not x.is_quantized else x.transpose(-1, -2).contiguous().transpose(-1, -2)
+    if case == "channels_last":
+        fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+        return x.contiguous(memory_format=fmt) if fmt else None
+    if case == "requires grad":
+        return x.clone().requires_grad_() if x.is_floating_point() else None
+    return x
+
+
+# ---- op families: (fused call, reference) for a case ------------------------------------------
+
+CONV_TAILS = {
+    "": lambda y: y, "_relu": F.relu, "_sigmoid": torch.sigmoid, "_swish": lambda y: y * torch.sigmoid(y),
+    "_silu": F.silu, "_hardtanh": lambda y: F.hardtanh(y, -0.5, 0.5), "_elu": lambda y: F.elu(y, 0.5),
+}
+TAIL_ARGS = {"_hardtanh": (-0.5, 0.5), "_elu": (0.5,)}
+
+
+def conv_case(name, case):
+    dim = 2 if name.startswith("conv2d") else 3
+    tail = name[len("conv2d"):]
+    conv = F.conv2d if dim == 2 else F.conv3d
+    x = torch.randn([2, 8] + [5] * dim)
+    w, b = torch.randn([8, 8] + [3] * dim), torch.randn(8)
+    geom = ([1] * dim, [1] * dim, [1] * dim, 1)
+    t = transform(x, case)
+    if t is None:
+        return None
+    x = t
+    if tail in CONV_TAILS:
+        if case in ("aliased output", "overlapping output"):
+            return None  # one operand: nothing to alias
+        return (lambda: getattr(ops, name)(x, w, b, *geom, *TAIL_ARGS.get(tail, ())),
+                lambda: CONV_TAILS[tail](conv(x, w, b, 1, 1)))
+    # sums: other is a fresh tensor, the input itself (aliased) or an expanded one (overlapping)
+    inplace, relu = tail.endswith("_"), "relu" in tail
+    out_shape = [x.shape[0], 8] + list(x.shape[2:])
+    if case == "aliased output":
+        other = x
+    elif case == "wrong rank":
+        other = torch.randn([2, 8] + [5] * dim)
+    elif case == "overlapping output":
+        other = torch.randn([1, 8] + [1] * dim).expand(out_shape)
+    else:
+        other = torch.randn(out_shape)
+    ref_other = other.detach().clone()
+
+    def reference():
+        y = conv(x.detach() if case != "aliased output" else ref_other, w, b, 1, 1) + ref_other
+        return F.relu(y) if relu else y
+
+    def fused():
+        target = other if not inplace or case in ("aliased output", "overlapping output") else other.clone()
+        out = getattr(ops, name)(x, w, b, *geom, target, 1)
+        if inplace:
+            assert out.data_ptr() == target.data_ptr(), "an in-place op returns its other operand"
+        return out
+    return fused, reference
+
+
+def linear_case(name, case):
+    x, w, b = torch.randn(3, 4, 16), torch.randn(12, 16), torch.randn(12)
+    x = x[..., :-1] if case == "mismatched channels" else transform(x, case)
+    if x is None or case in ("channels_last", "aliased output", "overlapping output"):
+        return None
+    tail = {"linear": lambda y: y, "linear_relu": F.relu, "linear_gelu": F.gelu}[name]
+    return lambda: getattr(ops, name)(x, w, b), lambda: tail(F.linear(x, w, b))
+
+
+def add_layernorm_case(name, case):
+    a, b = torch.randn(2, 5, 16), torch.randn(2, 5, 16)
+    w, bias = torch.randn(16), torch.randn(16)
+    if case in ("empty batch", "zero-size spatial"):
+        b = transform(b, case)
+    a = transform(a, case)
+    if a is None or case == "channels_last":
+        return None
+    if case == "aliased output":
+        b = a
+    if case == "overlapping output":
+        b = torch.randn(1, 1, 16).expand(2, 5, 16)
+    return (lambda: ops.add_layernorm(a, b, 1, [16], w, bias, 1e-5),
+            lambda: F.layer_norm(a + b, [16], w, bias, 1e-5))
+
+
+def softmax_case(name, case):
+    scores, mask = torch.randn(2, 3, 5, 5), torch.zeros(2, 1, 1, 5)
+    mask[..., 3:] = -10000.0
+    if case == "empty batch":
+        mask = mask[:0]
+    scores = transform(scores, case)
+    if scores is None:
+        return None
+    if case == "aliased output":
+        mask = scores
+    if case == "overlapping output":
+        mask = torch.zeros(1, 1, 1, 1).expand(2, 1, 5, 5)
+    scale = (lambda s: s / 4.0) if name == "div_add_softmax" else (lambda s: s * 0.25)
+    factor = 4.0 if name == "div_add_softmax" else 0.25
+    return (lambda: getattr(ops, name)(scores, factor, mask),
+            lambda: torch.softmax(scale(scores) + mask, -1))
+
+
+def matmul_case(name, case):
+    a, b = torch.randn(2, 3, 4, 6).bfloat16(), torch.randn(2, 3, 6, 5).bfloat16()
+    a = transform(a, case)
+    if a is None or case in ("aliased output", "overlapping output"):
+        return None
+    return lambda: ops.matmul(a, b), lambda: torch.matmul(a.float(), b.float()).bfloat16()
+
+
+def vtcv_case(name, case):
+    x = torch.randn(2, 5, 12)
+    x = transform(x, case)
+    if x is None or case in ("channels_last", "aliased output", "overlapping output"):
+        return None
+    b, n = x.shape[0], x.shape[1] if x.dim() > 1 else 0
+    size, out = [b, n, 3, 4], [b, 3 * n, 4] if x.dim() == 3 else [0]
+    return (lambda: ops.view_transpose_contiguous_view(x, size, 1, 2, out),
+            lambda: x.view(size).transpose(1, 2).contiguous().view(out))
+
+
+def like_memory_format_case(name, case):
+    x, like = torch.randn(2, 8, 5, 5).contiguous(memory_format=torch.channels_last), torch.randn(2, 8, 5, 5)
+    x = transform(x, case)
+    if x is None or case in ("aliased output", "overlapping output"):
+        return None
+    return lambda: ops.like_memory_format(x, like), lambda: x.contiguous()
+
+
+def q(t, scale=0.05, zp=128):
+    return torch.quantize_per_tensor(t, scale, zp, torch.quint8)
+
+
+def qw(*shape):
+    w = torch.randn(shape) * 0.1
+    s = w.abs().amax(dim=tuple(range(1, w.dim()))) / 63
+    return torch.quantize_per_channel(w, s.double(), torch.zeros(shape[0], dtype=torch.long), 0, torch.qint8)
+
+
+def qconv_case(name, case):
+    x, w, b = q(torch.randn(2, 8, 5, 5)), qw(8, 8, 3, 3), torch.randn(8)
+    x = transform(x, case)
+    if x is None or case == "requires grad":
+        return None
+    out = (0.1, 100, torch.quint8)
+    relu = "relu" in name
+    if "sum" not in name:
+        if case in ("aliased output", "overlapping output"):
+            return None  # one operand: nothing to alias
+        return (lambda: getattr(ops, name)(x, w, b, [1, 1], [1, 1], [1, 1], 1, *out),
+                lambda: q((F.relu if relu else (lambda y: y))(F.conv2d(x.dequantize(), w.dequantize(), b, 1, 1)), 0.1, 100))
+    out_shape = [x.shape[0], 8] + list(x.shape[2:]) if case != "wrong rank" else [2, 8, 5, 5]
+    other = {"aliased output": x.dequantize() if x.is_quantized else x,
+             "overlapping output": torch.randn(1, 8, 1, 1).expand(out_shape)}.get(case, torch.randn(out_shape))
+    return (lambda: getattr(ops, name)(x, w, b, [1, 1], [1, 1], [1, 1], 1, other, *out),
+            lambda: q((F.relu if relu else (lambda y: y))(F.conv2d(x.dequantize(), w.dequantize(), b, 1, 1) + other), 0.1, 100))
+
+
+QLINEAR_TAILS = {"qlinear": lambda y: y, "qlinear_relu": F.relu, "qlinear_sigmoid": torch.sigmoid,
+                 "qlinear_gelu": F.gelu, "qlinear_sum": None}
+
+
+def qlinear_case(name, case):
+    x, w, b = q(torch.randn(3, 4, 16)), qw(12, 16), torch.randn(12)
+    x = x[..., :-1] if case == "mismatched channels" else transform(x, case)
+    if x is None or case in ("channels_last", "requires grad", "aliased output"):
+        return None
+    if name != "qlinear_sum" and case == "overlapping output":
+        return None
+    out = (0.1, 100, torch.quint8)
+    extra = ("none",) if name == "qlinear_gelu" else ()
+    if name != "qlinear_sum":
+        return (lambda: getattr(ops, name)(x, w, b, *extra, *out),
+                lambda: q(QLINEAR_TAILS[name](F.linear(x.dequantize(), w.dequantize(), b)), 0.1, 100))
+    shape = list(x.shape[:-1]) + [12]
+    other = torch.randn(1, 12).expand(shape) if case == "overlapping output" else torch.randn(shape)
+    return (lambda: ops.qlinear_sum(x, w, b, other, *out),
+            lambda: q(F.linear(x.dequantize(), w.dequantize(), b) + other, 0.1, 100))
+
+
+def qbmm_case(name, case):
+    a, b = q(torch.randn(2, 4, 6)), q(torch.randn(2, 6, 5))
+    a = transform(a, case)
+    if a is None or case in ("channels_last", "requires grad", "overlapping output"):
+        return None
+    if case == "aliased output":
+        b = a.transpose(1, 2)
+    div = name == "qbmm_div"
+    args = (2.0,) if div else ()
+    return (lambda: getattr(ops, name)(a, b, *args, 0.1, 100, torch.quint8),
+            lambda: q(torch.matmul(a.dequantize(), b.dequantize()) / (2.0 if div else 1.0), 0.1, 100))
+
+
+def qpool_case(name, case):
+    x = q(torch.randn(2, 8, 6, 6))
+    x = transform(x, case)
+    if x is None or case in ("requires grad", "aliased output", "overlapping output"):
+        return None
+    return (lambda: ops.qmax_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False, 0.05, 128, torch.quint8),
+            lambda: q(F.max_pool2d(x.dequantize(), 2)))
+
+
+def family(name):
+    if name.startswith(("conv2d", "conv3d")):
+        return conv_case
+    if name.startswith("qconv2d"):
+        return qconv_case
+    if name.startswith("qlinear"):
+        return qlinear_case
+    if name.startswith("qbmm"):
+        return qbmm_case
+    return {"linear": linear_case, "linear_relu": linear_case, "linear_gelu": linear_case,
+            "add_layernorm": add_layernorm_case, "div_add_softmax": softmax_case, "mul_add_softmax": softmax_case,
+            "matmul": matmul_case, "view_transpose_contiguous_view": vtcv_case,
+            "like_memory_format": like_memory_format_case, "qmax_pool2d": qpool_case}[name]
+
+
+def all_ops():
+    return sorted(s.name.split("::")[1] for s in torch._C._jit_get_all_schemas()
+                  if s.name.startswith("jitfuse::") and not s.name.startswith("jitfuse::_"))
+
+
+# ---- the table -------------------------------------------------------------------------------
+
+
+def all_ops():
+    return sorted(s.name.split("::")[1] for s in torch._C._jit_get_all_schemas()
+                  if s.name.startswith("jitfuse::") and not s.name.startswith("jitfuse::_"))
+
+
+def compare(got, ref):
+    if ref.is_quantized:
+        assert got.is_quantized and got.shape == ref.shape, (got.shape, ref.shape)
+        if ref.numel():
+            assert (got.int_repr().int() - ref.int_repr().int()).abs().max().item() <= 1
+        return
+    assert got.shape == ref.shape and got.dtype == ref.dtype, (got.shape, ref.shape, got.dtype, ref.dtype)
+    if ref.numel():
+        assert max_rel_err(got.detach(), ref.detach()) <= (2e-2 if ref.dtype == torch.bfloat16 else 1e-5)
+
+
+def outcome(op, case):
+    """What the op does with the case: "right" (returned what ATen returns), "error" (raised a
+    clear RuntimeError) or "n/a". Returning where ATen refuses fails the test."""
+    torch.manual_seed(0)
+    made = family(op)(op, case)
+    if made is None:
+        return "n/a"
+    fused, reference = made
+    with torch.no_grad() if case != "requires grad" else torch.enable_grad():
+        try:
+            ref = reference()
+        except RuntimeError:
+            ref = None
+        try:
+            got = fused()
+        except RuntimeError as e:
+            message = str(e)
+            assert message and "INTERNAL ASSERT" not in message, message[:200]
+            return "error"
+    assert ref is not None, "the fused op returned where ATen raises"
+    compare(got, ref)
+    return "right"
+
+
+R, E, N = "right", "error", "n/a"  # noqa: E741
+# op: outcome per case, in the order of CASES:
+#   wrong dtype, wrong rank, mismatched channels, empty batch, zero-size spatial,
+#   non-contiguous, channels_last, aliased output, overlapping output, requires grad
+TABLE = {
+    "add_layernorm":                  [R, R, E, R, E, R, N, R, R, R],
+    "conv2d":                         [E, E, E, R, E, R, R, N, N, R],
+    "conv2d_elu":                     [E, E, E, R, E, R, R, N, N, R],
+    "conv2d_hardtanh":                [E, E, E, R, E, R, R, N, N, R],
+    "conv2d_relu":                    [E, E, E, R, E, R, R, N, N, R],
+    "conv2d_sigmoid":                 [E, E, E, R, E, R, R, N, N, R],
+    "conv2d_silu":                    [E, E, E, R, E, R, R, N, N, R],
+    "conv2d_sum":                     [E, E, E, R, E, R, R, R, R, R],
+    "conv2d_sum_":                    [E, E, E, R, E, R, R, R, E, R],
+    "conv2d_sum_relu":                [E, E, E, R, E, R, R, R, R, R],
+    "conv2d_sum_relu_":               [E, E, E, R, E, R, R, R, E, R],
+    "conv2d_swish":                   [E, E, E, R, E, R, R, N, N, R],
+    "conv3d":                         [E, E, E, R, E, R, R, N, N, R],
+    "conv3d_elu":                     [E, E, E, R, E, R, R, N, N, R],
+    "conv3d_hardtanh":                [E, E, E, R, E, R, R, N, N, R],
+    "conv3d_relu":                    [E, E, E, R, E, R, R, N, N, R],
+    "conv3d_sigmoid":                 [E, E, E, R, E, R, R, N, N, R],
+    "conv3d_silu":                    [E, E, E, R, E, R, R, N, N, R],
+    "conv3d_sum":                     [E, E, E, R, E, R, R, R, R, R],
+    "conv3d_sum_":                    [E, E, E, R, E, R, R, R, E, R],
+    "conv3d_sum_relu":                [E, E, E, R, E, R, R, R, R, R],
+    "conv3d_sum_relu_":               [E, E, E, R, E, R, R, R, E, R],
+    "conv3d_swish":                   [E, E, E, R, E, R, R, N, N, R],
+    "div_add_softmax":                [R, R, R, R, E, R, R, R, R, R],
+    "like_memory_format":             [R, R, R, R, R, R, R, N, N, R],
+    "linear":                         [E, R, E, R, E, R, N, N, N, R],
+    "linear_gelu":                    [E, R, E, R, E, R, N, N, N, R],
+    "linear_relu":                    [E, R, E, R, E, R, N, N, N, R],
+    "matmul":                         [E, R, E, E, E, R, R, N, N, R],
+    "mul_add_softmax":                [R, R, R, R, E, R, R, R, R, R],
+    "qbmm":                           [E, E, R, E, E, R, N, R, N, N],
+    "qbmm_div":                       [E, E, R, E, E, R, N, R, N, N],
+    "qconv2d":                        [E, E, E, R, E, R, R, N, N, N],
+    "qconv2d_relu":                   [E, E, E, R, E, R, R, N, N, N],
+    "qconv2d_sum":                    [E, E, E, R, E, R, R, R, R, N],
+    "qconv2d_sum_relu":               [E, E, E, R, E, R, R, R, R, N],
+    "qlinear":                        [E, R, E, R, E, R, N, N, N, N],
+    "qlinear_gelu":                   [E, R, E, R, E, R, N, N, N, N],
+    "qlinear_relu":                   [E, R, E, R, E, R, N, N, N, N],
+    "qlinear_sigmoid":                [E, R, E, R, E, R, N, N, N, N],
+    "qlinear_sum":                    [E, R, E, R, E, R, N, N, R, N],
+    "qmax_pool2d":                    [E, E, R, R, E, R, R, N, N, N],
+    "view_transpose_contiguous_view": [R, E, R, R, E, R, N, N, N, R],
+}
+
+
+def test_every_op_is_in_the_table():
+    assert set(TABLE) == set(all_ops())
+    assert len(TABLE) >= 40
+
+
+@pytest.mark.parametrize("op, case", [(o, c) for o in sorted(TABLE) for c in CASES],
+                         ids=[f"{o}-{c}" for o in sorted(TABLE) for c in CASES])
+def test_error_inputs(op, case):
+    assert outcome(op, case) == TABLE[op][CASES.index(case)]
