@@ -55,7 +55,7 @@ class QuantConf:
     def __init__(self, path=None, dtype=torch.int8, observer="minmax"):
         if dtype != torch.int8:
             raise ValueError(f"QuantConf: only dtype=torch.int8 is supported, got {dtype}")
-        if observer not in OBSERVERS:
+        if not isinstance(observer, str) or observer not in OBSERVERS:
             raise ValueError(f"QuantConf: observer must be one of {sorted(OBSERVERS)}, got {observer!r}")
         self.path = None
         self.observer = observer
@@ -96,8 +96,6 @@ class QuantConf:
 
 
 def _load(conf, path):
-    name = os.path.basename(path)
-
     def fail(field, why):
         raise QuantConfError(f"QuantConf {path}: field '{field}': {why}" if field else f"QuantConf {path}: {why}")
 
@@ -106,8 +104,8 @@ def _load(conf, path):
             doc = json.load(f)
     except OSError as e:
         fail("", f"cannot read the file ({e.strerror})")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        fail("", f"not a valid JSON file ({e}) [{name}]")
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        fail("", f"not a valid JSON file ({e})")
     if not isinstance(doc, dict):
         fail("", f"expected a JSON object at the top level, got {type(doc).__name__}")
     if "version" not in doc:
@@ -117,7 +115,7 @@ def _load(conf, path):
     if doc.get("dtype", "int8") != "int8":
         fail("dtype", f"expected \"int8\", got {doc['dtype']!r}")
     observer = doc.get("observer", "minmax")
-    if observer not in OBSERVERS:
+    if not isinstance(observer, str) or observer not in OBSERVERS:
         fail("observer", f"expected one of {sorted(OBSERVERS)}, got {observer!r}")
     for key, expected in (("activation", _ACTIVATION), ("weight", _WEIGHT)):
         if key in doc and doc[key] != expected:
@@ -131,9 +129,9 @@ def _load(conf, path):
         if not isinstance(entry, dict):
             fail(where, "expected an object")
         kind = entry.get("kind")
-        if kind not in KINDS:
+        if not isinstance(kind, str) or kind not in KINDS:
             fail(f"{where}.kind", f"expected one of {list(KINDS)}, got {kind!r}")
-        if entry.get("recipe") not in ("int8", "fp32"):
+        if not isinstance(entry.get("recipe"), str) or entry["recipe"] not in ("int8", "fp32"):
             fail(f"{where}.recipe", f"expected \"int8\" or \"fp32\", got {entry.get('recipe')!r}")
         inputs = entry.get("inputs")
         if not isinstance(inputs, list) or len(inputs) != _num_inputs(kind):
@@ -142,18 +140,33 @@ def _load(conf, path):
             at = f"{where}.inputs[{i}]"
             if not isinstance(q, dict):
                 fail(at, "expected an object")
-            s = q.get("scale")
-            if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
-                fail(f"{at}.scale", f"expected a positive finite number, got {s!r}")
+            s = _number(q.get("scale"))
+            if s is None or not SCALE_RANGE[0] <= s <= SCALE_RANGE[1]:
+                fail(f"{at}.scale", f"expected a number in [{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}], got {q.get('scale')!r}")
             zp = q.get("zero_point")
             if isinstance(zp, bool) or not isinstance(zp, int) or not 0 <= zp <= 255:
                 fail(f"{at}.zero_point", f"expected an integer in [0, 255], got {zp!r}")
             for bound in ("min", "max"):
-                if bound in q and (isinstance(q[bound], bool) or not isinstance(q[bound], (int, float))):
-                    fail(f"{at}.{bound}", f"expected a number, got {q[bound]!r}")
+                if bound in q and _number(q[bound]) is None:
+                    fail(f"{at}.{bound}", f"expected a finite number, got {q[bound]!r}")
         conf.ops[op_name] = {"kind": kind, "recipe": entry["recipe"],
-                             "inputs": [{k: q[k] for k in ("scale", "zero_point", "min", "max") if k in q}
+                             "inputs": [{"scale": float(q["scale"]), "zero_point": q["zero_point"],
+                                         **{k: float(q[k]) for k in ("min", "max") if k in q}}
                                         for q in inputs]}
+
+
+SCALE_RANGE = (1e-12, 1e12)  # what an observer gives for float32 activations; outside: a broken file
+
+
+def _number(v):
+    """`v` as a finite float, or None (bools, strings, NaN, infinities, ints beyond float)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
 
 
 def _num_inputs(kind):
@@ -232,12 +245,9 @@ def _quantizable_ops(gm):
             if not node.args or not isinstance(node.args[0], torch.fx.Node):
                 continue
             inputs = [node.args[0]]
-        if node.op == "call_module":
-            name = f"{path}:{kind}"
-        else:
-            counts[(path, kind)] = counts.get((path, kind), 0) + 1
-            n = counts[(path, kind)]
-            name = f"{path}:{kind}" + (f".{n}" if n > 1 else "")
+        counts[(path, kind)] = counts.get((path, kind), 0) + 1  # a module called twice: .2
+        n = counts[(path, kind)]
+        name = f"{path}:{kind}" + (f".{n}" if n > 1 else "")
         ops.append(_Op(name, kind, node, inputs))
     return ops
 
@@ -377,14 +387,18 @@ def convert(model, conf, sample_input):
                 dequantized[key] = graph.call_method("dequantize", (qx,))
         return dequantized[key]
 
+    replaced = {}  # a module call -> the F.conv2d / F.linear call that replaced it
     for i, op in enumerate(ops):
         entry = conf.ops.get(op.name)
         if entry is None or entry["recipe"] != "int8":
             continue
         for x, q in zip(op.inputs, entry["inputs"]):
+            x = replaced.get(x, x)
             op.node.replace_input_with(x, quantized(x, q))
         if op.kind in ("conv2d", "linear"):
+            old = op.node
             _quantize_module_call(gm, op, i)
+            replaced[old] = op.node
         elif op.kind == "max_pool2d":  # the output keeps the input's parameters: max is exact in int8
             q = entry["inputs"][0]
             with graph.inserting_after(op.node):

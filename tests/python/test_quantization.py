@@ -233,3 +233,28 @@ def test_bert_base_int8_accuracy():
     c = cos(out[0], ref[0])
     print(f"bert-base int8 cosine to fp32: {c:.4f}")
     assert c >= 0.99
+
+
+def test_a_module_called_twice_quantizes_both_calls():
+    """Found by the recipe fuzzer: a Linear applied twice (`fc(y)`, then `fc(y).t()` into a bmm)
+    gets two recipe entries and converts (both calls int8)."""
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(16, 8)
+
+        def forward(self, y):
+            return torch.bmm(self.fc(y), self.fc(y).transpose(1, 2))
+
+    model = Twice().eval()
+    prepared, conf = quantization.prepare(model, QuantConf())
+    with torch.no_grad():
+        for _ in range(3):
+            with quantization.calibrate(conf):
+                prepared(torch.randn(2, 4, 16))
+    assert {"fc:linear", "fc:linear.2", ":bmm"} <= set(conf.ops)
+    x = torch.randn(2, 4, 16)
+    out, kinds = run(quantization.convert(model, conf, x), x)
+    assert kinds.get("jitfuse::qlinear") and "aten::linear" not in kinds, kinds  # freezing may merge the two
+    with torch.no_grad():
+        assert cos(out, model(x)) >= 0.99
