@@ -1,6 +1,7 @@
 """Error inputs for every fused op, called directly through torch.ops.jitfuse: each case either
-computes what ATen computes for the unfused ops, or raises a clear RuntimeError (naming jitfuse
-and the problem). Never a crash, never a wrong answer.
+computes what ATen computes for the unfused ops, or raises a clear RuntimeError (jitfuse's checks
+name the op and the problem; a few come from ATen ops inside, with ATen's message). Never a
+crash, never a wrong answer.
 
 TABLE below lists op x case -> expected outcome ("right" or "error"); every jitfuse op appears.
 """
