@@ -153,17 +153,43 @@ class PrimitiveCache {
   std::unordered_map<Key, std::list<Entry>::iterator, KeyHash> index_;
 };
 
-struct PackedLayouts {
+// What jitfuse derives once from a constant weight: its layouts packed for primitives and, for an
+// int8 weight, whether oneDNN computes it exactly here and its scales as float32.
+struct WeightEntry {
   using Weak = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
   std::optional<Weak> owner;  // keeps the TensorImpl's address from being reused while cached
   const void* data = nullptr;
   int64_t version = -1;
   std::vector<std::pair<dnnl::memory::desc, at::Tensor>> layouts;
+  std::optional<bool> int8_exact;
+  at::Tensor int8_scales;
 
   bool still_describes(const at::Tensor& w) const {
     return owner && !owner->expired() && data == w.data_ptr() && version == w._version();
   }
 };
+
+std::mutex& weight_mu() {
+  static std::mutex mu;
+  return mu;
+}
+
+// The entry of `weight` (hold weight_mu()): a fresh one if the tensor, its data or its version
+// changed. Keyed by the tensor's identity, so a freed weight's successor is never served stale.
+WeightEntry& weight_entry(const at::Tensor& weight) {
+  static std::unordered_map<const c10::TensorImpl*, WeightEntry> entries;
+  auto& entry = entries[weight.unsafeGetTensorImpl()];
+  if (!entry.still_describes(weight)) {
+    entry = WeightEntry{};
+    entry.owner.emplace(weight.getIntrusivePtr());
+    entry.data = weight.data_ptr();
+    entry.version = weight._version();
+    // Drop what belongs to weights that are gone.
+    for (auto it = entries.begin(); it != entries.end();)
+      it = !it->second.owner || it->second.owner->expired() ? entries.erase(it) : std::next(it);
+  }
+  return entry;
+}
 
 }  // namespace
 
@@ -176,20 +202,8 @@ std::shared_ptr<CachedPrimitive> cached_primitive(
 
 PackedWeight prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc& wanted_md,
                               const std::function<dnnl::memory::desc()>& user_md) {
-  static std::mutex mu;
-  static std::unordered_map<const c10::TensorImpl*, PackedLayouts> packed;
-
-  std::lock_guard<std::mutex> lock(mu);
-  auto& entry = packed[weight.unsafeGetTensorImpl()];
-  if (!entry.still_describes(weight)) {
-    entry = PackedLayouts{};
-    entry.owner.emplace(weight.getIntrusivePtr());
-    entry.data = weight.data_ptr();
-    entry.version = weight._version();
-    // Drop what belongs to weights that are gone.
-    for (auto it = packed.begin(); it != packed.end();)
-      it = !it->second.owner || it->second.owner->expired() ? packed.erase(it) : std::next(it);
-  }
+  std::lock_guard<std::mutex> lock(weight_mu());
+  auto& entry = weight_entry(weight);
   for (const auto& [md, buffer] : entry.layouts)
     if (md == wanted_md) return {dnnl::memory(md, engine(), buffer.data_ptr()), buffer};
 
@@ -280,6 +294,19 @@ at::Tensor new_output(at::IntArrayRef sizes, const Int8Output& out, at::MemoryFo
                                      out.zero_point, format);
 }
 
+at::Tensor as_output(const at::Tensor& y, const Int8Output& out) {
+  return out.dtype ? at::quantize_per_tensor(y, out.scale, out.zero_point, *out.dtype) : y;
+}
+
+at::Tensor float_operand(const char* op, const at::Tensor& other) {
+  TORCH_CHECK(other.device().is_cpu() && other.layout() == at::kStrided, "jitfuse ", op,
+              ": expected a strided CPU tensor to add");
+  at::Tensor f = other.is_quantized() ? other.dequantize() : other;
+  TORCH_CHECK(f.scalar_type() == at::kFloat, "jitfuse ", op,
+              ": expected a float32 or quantized tensor to add, got ", f.scalar_type());
+  return f;
+}
+
 void check_quantized_activation(const char* op, const at::Tensor& x) {
   TORCH_CHECK(x.device().is_cpu(), "jitfuse ", op, ": expected a CPU tensor");
   TORCH_CHECK(x.is_quantized() && (x.scalar_type() == at::kQUInt8 || x.scalar_type() == at::kQInt8),
@@ -294,7 +321,7 @@ void check_quantized_weight(const char* op, const at::Tensor& w) {
               ": expected a qint8 weight, got ", w.scalar_type());
   TORCH_CHECK(w.is_contiguous(), "jitfuse ", op, ": expected a contiguous weight");
   if (w.qscheme() == at::kPerTensorAffine || w.qscheme() == at::kPerTensorSymmetric) return;
-  TORCH_CHECK(w.qscheme() == at::kPerChannelAffine || w.qscheme() == at::kPerChannelSymmetric,
+  TORCH_CHECK(per_channel(w),
               "jitfuse ", op, ": unsupported weight quantization ", toString(w.qscheme()));
   TORCH_CHECK(w.q_per_channel_axis() == 0, "jitfuse ", op,
               ": expected weight scales along dim 0 (output channels), got axis ",
@@ -318,22 +345,21 @@ bool has_vnni() {
 
 }  // namespace
 
+bool per_channel(const at::Tensor& qw) {
+  return qw.qscheme() == at::kPerChannelAffine || qw.qscheme() == at::kPerChannelSymmetric;
+}
+
 bool int8_weight_exact(const at::Tensor& qw) {
-  static std::mutex mu;
-  static std::unordered_map<const void*, std::pair<int64_t, bool>> seen;  // data -> (version, fits)
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    auto it = seen.find(qw.data_ptr());
-    if (it != seen.end() && it->second.first == qw._version()) return it->second.second;
+  std::lock_guard<std::mutex> lock(weight_mu());
+  auto& entry = weight_entry(qw);
+  if (!entry.int8_exact) {
+    TORCH_CHECK(per_channel(qw) ? qw.q_per_channel_zero_points().eq(0).all().item<bool>()
+                                : qw.q_zero_point() == 0,
+                "jitfuse: expected a symmetric int8 weight (zero points 0)");
+    const auto ints = qw.int_repr();
+    entry.int8_exact = has_vnni() || (ints.min().item<int>() >= -64 && ints.max().item<int>() <= 64);
   }
-  const bool per_channel = qw.qscheme() == at::kPerChannelAffine || qw.qscheme() == at::kPerChannelSymmetric;
-  TORCH_CHECK(per_channel ? qw.q_per_channel_zero_points().eq(0).all().item<bool>() : qw.q_zero_point() == 0,
-              "jitfuse: expected a symmetric int8 weight (zero points 0)");
-  const auto ints = qw.int_repr();
-  const bool fits = has_vnni() || (ints.min().item<int>() >= -64 && ints.max().item<int>() <= 64);
-  std::lock_guard<std::mutex> lock(mu);
-  seen[qw.data_ptr()] = {qw._version(), fits};
-  return fits;
+  return *entry.int8_exact;
 }
 
 void set_int8_attr(dnnl::primitive_attr& attr, int weight_mask, bool src_zero_point,
@@ -369,11 +395,14 @@ std::vector<at::Tensor> add_int8_args(std::unordered_map<int, dnnl::memory>& arg
   add(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, at::full({1}, qsrc.q_scale(), f32));
   if (qsrc.q_zero_point() != 0)
     add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, at::full({1}, qsrc.q_zero_point(), s32));
-  const bool per_channel = qweight.qscheme() == at::kPerChannelAffine ||
-                           qweight.qscheme() == at::kPerChannelSymmetric;
-  add(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
-      per_channel ? qweight.q_per_channel_scales().to(at::kFloat).contiguous()
-                  : at::full({1}, qweight.q_scale(), f32));
+  {
+    std::lock_guard<std::mutex> lock(weight_mu());  // converted once per weight
+    auto& entry = weight_entry(qweight);
+    if (!entry.int8_scales.defined())
+      entry.int8_scales = per_channel(qweight) ? qweight.q_per_channel_scales().to(at::kFloat).contiguous()
+                                               : at::full({1}, qweight.q_scale(), f32);
+    add(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, entry.int8_scales);
+  }
   if (out.dtype) {
     add(DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, at::full({1}, out.scale, f32));
     if (out.zero_point != 0)

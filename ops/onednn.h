@@ -68,6 +68,13 @@ class Key {
 struct CachedPrimitive {
   virtual ~CachedPrimitive() = default;
 };
+// A oneDNN primitive with its descriptor (P: dnnl::matmul, dnnl::convolution_forward, ...).
+template <class P>
+struct Primitive : CachedPrimitive {
+  typename P::primitive_desc pd;
+  P prim;
+  explicit Primitive(typename P::primitive_desc p) : pd(std::move(p)), prim(pd) {}
+};
 std::shared_ptr<CachedPrimitive> cached_primitive(
     Key key, const std::function<std::shared_ptr<CachedPrimitive>()>& create);
 
@@ -119,16 +126,24 @@ Int8Output int8_output(std::optional<at::ScalarType> dtype, double scale, int64_
                        const char* op);
 // An empty result of `sizes` in `format`, quantized as `out` says or float32.
 at::Tensor new_output(at::IntArrayRef sizes, const Int8Output& out, at::MemoryFormat format);
+// A float32 result `y` as the op returns it: quantized as `out` says, or `y` itself.
+at::Tensor as_output(const at::Tensor& y, const Int8Output& out);
+// The tensor a sum post-op adds, as float32 (dequantized when it is quantized). `op` names the
+// op in messages.
+at::Tensor float_operand(const char* op, const at::Tensor& other);
 
 // The checks of an int8 op's activation (a per-tensor affine quint8/qint8 CPU tensor) and weight
 // (a contiguous qint8 tensor, per-tensor or per-channel along dim 0, symmetric).
 void check_quantized_activation(const char* op, const at::Tensor& x);
 void check_quantized_weight(const char* op, const at::Tensor& w);
 
+// Whether an int8 weight has one scale per output channel (else one per tensor).
+bool per_channel(const at::Tensor& qw);
+
 // Whether oneDNN's int8 kernels compute `qw` exactly on this CPU. Without VNNI they multiply
 // u8 x s8 pairs into saturating int16, which is exact only for weights in [-64, 64]
-// (jitfuse.quantization writes [-63, 63]). Checks the zero points too (all 0). Memoized per
-// weight tensor and version.
+// (jitfuse.quantization writes [-63, 63]). Checks the zero points too (all 0). Memoized with
+// the weight's prepacked layouts (same identity and version rules).
 bool int8_weight_exact(const at::Tensor& qw);
 
 // Scales and zero points as oneDNN attributes: source per tensor (a zero point only when it is
