@@ -13,11 +13,7 @@ using dnnl::algorithm;
 
 // oneDNN's inner product, not its matmul: on AVX2 matmul takes the plain sgemm path, while inner
 // product runs brgemm on a prepacked weight.
-struct LinearPrimitive : onednn::CachedPrimitive {
-  dnnl::inner_product_forward::primitive_desc pd;
-  dnnl::inner_product_forward prim;
-  explicit LinearPrimitive(dnnl::inner_product_forward::primitive_desc p) : pd(std::move(p)), prim(pd) {}
-};
+using LinearPrimitive = onednn::Primitive<dnnl::inner_product_forward>;
 
 void check_linear(const at::Tensor& input, const at::Tensor& weight,
                   const std::optional<at::Tensor>& bias) {

@@ -12,11 +12,7 @@ using onednn::Int8Output;
 using onednn::PostOp;
 using onednn::PostOps;
 
-struct QConvPrimitive : onednn::CachedPrimitive {
-  dnnl::convolution_forward::primitive_desc pd;
-  dnnl::convolution_forward prim;
-  explicit QConvPrimitive(dnnl::convolution_forward::primitive_desc p) : pd(std::move(p)), prim(pd) {}
-};
+using QConvPrimitive = onednn::Primitive<dnnl::convolution_forward>;
 
 std::vector<int64_t> pair(at::IntArrayRef v, const char* what) {
   TORCH_CHECK(v.size() == 1 || v.size() == 2, "jitfuse qconv2d: ", what,
@@ -58,10 +54,6 @@ QConvParams check_qconv(const at::Tensor& qx, const at::Tensor& qw, const at::Te
   return p;
 }
 
-bool per_channel(const at::Tensor& qw) {
-  return qw.qscheme() == at::kPerChannelAffine || qw.qscheme() == at::kPerChannelSymmetric;
-}
-
 // Everything in channels_last: oneDNN's int8 kernels work on NHWC.
 at::Tensor qconv2d_forward(const at::Tensor& qx, const at::Tensor& qw,
                            const std::optional<at::Tensor>& bias_opt, at::IntArrayRef stride,
@@ -69,30 +61,19 @@ at::Tensor qconv2d_forward(const at::Tensor& qx, const at::Tensor& qw,
                            const at::Tensor& other_in, bool relu, const Int8Output& out) {
   const at::Tensor bias = bias_opt ? *bias_opt : at::Tensor();
   const auto p = check_qconv(qx, qw, bias, stride, padding, dilation, groups);
-  at::Tensor other;
-  if (other_in.defined()) {
-    TORCH_CHECK(other_in.device().is_cpu() && other_in.layout() == at::kStrided,
-                "jitfuse qconv2d_sum: expected a strided CPU tensor to add");
-    other = other_in.is_quantized() ? other_in.dequantize() : other_in;
-    TORCH_CHECK(other.scalar_type() == at::kFloat, "jitfuse qconv2d_sum: expected a float32 or "
-                "quantized tensor to add, got ", other.scalar_type());
-    if (other.sizes() != at::IntArrayRef(p.out_sizes)) {
-      // A broadcast: add after the convolution, as the unfused graph does.
-      at::Tensor y = qconv2d_forward(qx, qw, bias_opt, stride, padding, dilation, groups, {}, false, {});
-      y = y + other;
-      if (relu) y.relu_();
-      return out.dtype ? at::quantize_per_tensor(y, out.scale, out.zero_point, *out.dtype) : y;
-    }
-    other = other.contiguous(at::MemoryFormat::ChannelsLast);
-  }
-  if (!onednn::int8_weight_exact(qw)) {
-    // Weights oneDNN would saturate on this CPU: the reference computation, in float32.
-    at::Tensor y = at::conv2d(qx.dequantize(), qw.dequantize(), bias, p.stride, p.padding,
-                              p.dilation, groups);
-    if (other.defined()) y.add_(other);
+  at::Tensor other = other_in.defined() ? onednn::float_operand("qconv2d_sum", other_in) : at::Tensor();
+  const bool exact = onednn::int8_weight_exact(qw);
+  if (!exact || (other.defined() && other.sizes() != at::IntArrayRef(p.out_sizes))) {
+    // The convolution alone, then the sum and relu as the unfused graph does them: for an added
+    // tensor that broadcasts, and for weights oneDNN would saturate on this CPU (in float32).
+    at::Tensor y = exact ? qconv2d_forward(qx, qw, bias_opt, stride, padding, dilation, groups, {}, false, {})
+                         : at::conv2d(qx.dequantize(), qw.dequantize(), bias, p.stride, p.padding,
+                                      p.dilation, groups);
+    if (other.defined()) y = y + other;
     if (relu) y.relu_();
-    return out.dtype ? at::quantize_per_tensor(y, out.scale, out.zero_point, *out.dtype) : y;
+    return onednn::as_output(y, out);
   }
+  if (other.defined()) other = other.contiguous(at::MemoryFormat::ChannelsLast);
   at::Tensor dst = onednn::new_output(p.out_sizes, out, at::MemoryFormat::ChannelsLast);
   if (dst.numel() == 0) return dst;
   const at::Tensor src = qx.contiguous(at::MemoryFormat::ChannelsLast);
@@ -102,7 +83,7 @@ at::Tensor qconv2d_forward(const at::Tensor& qx, const at::Tensor& qw,
     weight_dims[0] /= groups;
     weight_dims.insert(weight_dims.begin(), groups);
   }
-  const int weight_mask = per_channel(qw) ? (groups > 1 ? 3 : 1) : 0;
+  const int weight_mask = onednn::per_channel(qw) ? (groups > 1 ? 3 : 1) : 0;
   const bool src_zp = qx.q_zero_point() != 0;
   PostOps post;
   if (other.defined()) post.push_back({PostOp::binary_add, {}, 0.f, 0.f, onednn::plain_desc(other)});

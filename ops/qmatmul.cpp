@@ -14,11 +14,7 @@ using onednn::PostOp;
 using onednn::PostOps;
 using dnnl::algorithm;
 
-struct QLinearPrimitive : onednn::CachedPrimitive {
-  dnnl::matmul::primitive_desc pd;
-  dnnl::matmul prim;
-  explicit QLinearPrimitive(dnnl::matmul::primitive_desc p) : pd(std::move(p)), prim(pd) {}
-};
+using QLinearPrimitive = onednn::Primitive<dnnl::matmul>;
 
 void check_qlinear(const at::Tensor& qx, const at::Tensor& qw, const at::Tensor& bias) {
   onednn::check_quantized_activation("qlinear", qx);
@@ -42,38 +38,28 @@ at::Tensor qlinear_forward(const at::Tensor& qx, const at::Tensor& qw,
   const int64_t k = qw.size(1), n = qw.size(0);
   auto out_sizes = qx.sizes().vec();
   out_sizes.back() = n;
-  at::Tensor other;
-  if (other_in.defined()) {
-    TORCH_CHECK(other_in.device().is_cpu() && other_in.layout() == at::kStrided,
-                "jitfuse qlinear_sum: expected a strided CPU tensor to add");
-    other = other_in.is_quantized() ? other_in.dequantize() : other_in;
-    TORCH_CHECK(other.scalar_type() == at::kFloat, "jitfuse qlinear_sum: expected a float32 or "
-                "quantized tensor to add, got ", other.scalar_type());
-    if (other.sizes() != at::IntArrayRef(out_sizes)) {
-      // A broadcast: add after the product, as the unfused graph does.
-      at::Tensor y = qlinear_forward(qx, qw, bias_opt, {}, algorithm::undef, {}) + other;
-      TORCH_CHECK(eltwise == algorithm::undef, "jitfuse qlinear_sum: no activation after a sum");
-      return out.dtype ? at::quantize_per_tensor(y, out.scale, out.zero_point, *out.dtype) : y;
-    }
-    other = other.reshape({-1, n}).contiguous();
-  }
-  if (!onednn::int8_weight_exact(qw)) {
-    // Weights oneDNN would saturate on this CPU: the reference computation, in float32.
-    at::Tensor y = at::linear(qx.dequantize(), qw.dequantize(), bias_opt);
-    if (other.defined()) y.add_(other.view(out_sizes));
+  at::Tensor other = other_in.defined() ? onednn::float_operand("qlinear_sum", other_in) : at::Tensor();
+  const bool exact = onednn::int8_weight_exact(qw);
+  if (!exact || (other.defined() && other.sizes() != at::IntArrayRef(out_sizes))) {
+    // The product alone, then the sum and activation as the unfused graph does them: for an
+    // added tensor that broadcasts, and for weights oneDNN would saturate on this CPU (in float32).
+    at::Tensor y = exact ? qlinear_forward(qx, qw, bias_opt, {}, algorithm::undef, {})
+                         : at::linear(qx.dequantize(), qw.dequantize(), bias_opt);
+    if (other.defined()) y = y + other;
     if (eltwise == algorithm::eltwise_relu) y.relu_();
     if (eltwise == algorithm::eltwise_logistic) y.sigmoid_();
     if (eltwise == algorithm::eltwise_gelu_erf) y = at::gelu(y);
     if (eltwise == algorithm::eltwise_gelu_tanh) y = at::gelu(y, "tanh");
-    return out.dtype ? at::quantize_per_tensor(y, out.scale, out.zero_point, *out.dtype) : y;
+    return onednn::as_output(y, out);
   }
+  if (other.defined()) other = other.reshape({-1, n}).contiguous();
   const at::Tensor src = qx.reshape({-1, k}).contiguous();
   const int64_t m = src.size(0);
   at::Tensor dst = onednn::new_output({m, n}, out, at::MemoryFormat::Contiguous);
   if (m == 0) return dst.view(out_sizes);
   const at::Tensor bias_row = bias.defined() ? bias.contiguous().view({1, n}) : at::Tensor();
 
-  const int weight_mask = qw.qscheme() == at::kPerTensorAffine ? 0 : 1 << 1;  // along N
+  const int weight_mask = onednn::per_channel(qw) ? 1 << 1 : 0;  // along N
   const bool src_zp = qx.q_zero_point() != 0;
   PostOps post;
   if (other.defined()) post.push_back({PostOp::binary_add, {}, 0.f, 0.f, onednn::plain_desc(other)});
@@ -148,7 +134,7 @@ at::Tensor qbmm_forward(const at::Tensor& qa, const at::Tensor& qb,
               "matrices of one rank >= 3, got ", qa.sizes(), " and ", qb.sizes());
   at::Tensor y = at::matmul(qa.dequantize(), qb.dequantize());
   if (divisor) y.div_(*divisor);
-  return out.dtype ? at::quantize_per_tensor(y, out.scale, out.zero_point, *out.dtype) : y;
+  return onednn::as_output(y, out);
 }
 
 at::Tensor qbmm(const at::Tensor& qa, const at::Tensor& qb, OUT_ARGS) {

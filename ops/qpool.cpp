@@ -8,11 +8,7 @@
 namespace jitfuse {
 namespace {
 
-struct QPoolPrimitive : onednn::CachedPrimitive {
-  dnnl::pooling_forward::primitive_desc pd;
-  dnnl::pooling_forward prim;
-  explicit QPoolPrimitive(dnnl::pooling_forward::primitive_desc p) : pd(std::move(p)), prim(pd) {}
-};
+using QPoolPrimitive = onednn::Primitive<dnnl::pooling_forward>;
 
 std::vector<int64_t> pair(at::IntArrayRef v, const char* what, at::IntArrayRef fallback = {}) {
   if (v.empty() && !fallback.empty()) return fallback.vec();
@@ -66,7 +62,7 @@ at::Tensor qmax_pool2d(const at::Tensor& qx, at::IntArrayRef kernel_size, at::In
   }
   if (*out.dtype == qx.scalar_type() && out.scale == qx.q_scale() && out.zero_point == qx.q_zero_point())
     return dst;
-  return at::quantize_per_tensor(dst.dequantize(), out.scale, out.zero_point, *out.dtype);
+  return onednn::as_output(dst.dequantize(), out);
 }
 
 }  // namespace
