@@ -381,10 +381,7 @@ def convert(model, conf, sample_input):
             return pool_outputs[x]
         key = (x, q["scale"], q["zero_point"])
         if key not in dequantized:
-            with graph.inserting_after(x):
-                qx = graph.call_function(torch.quantize_per_tensor, (x, q["scale"], q["zero_point"], torch.quint8))
-            with graph.inserting_after(qx):
-                dequantized[key] = graph.call_method("dequantize", (qx,))
+            dequantized[key] = _quantize_dequantize(graph, x, q)
         return dequantized[key]
 
     replaced = {}  # a module call -> the F.conv2d / F.linear call that replaced it
@@ -400,11 +397,8 @@ def convert(model, conf, sample_input):
             _quantize_module_call(gm, op, i)
             replaced[old] = op.node
         elif op.kind == "max_pool2d":  # the output keeps the input's parameters: max is exact in int8
-            q = entry["inputs"][0]
-            with graph.inserting_after(op.node):
-                qy = graph.call_function(torch.quantize_per_tensor, (op.node, q["scale"], q["zero_point"], torch.quint8))
-            with graph.inserting_after(qy):
-                dqy = graph.call_method("dequantize", (qy,))
+            dqy = _quantize_dequantize(graph, op.node, entry["inputs"][0])
+            qy = dqy.args[0]
             op.node.replace_all_uses_with(dqy, delete_user_cb=lambda user: user is not qy)
             pool_outputs[op.node] = dqy
     graph.lint()
@@ -414,6 +408,15 @@ def convert(model, conf, sample_input):
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         traced = torch.jit.trace(gm, sample, check_trace=False)
         return torch.jit.freeze(traced.eval())
+
+
+def _quantize_dequantize(graph, x, q):
+    """Inserts quantize_per_tensor(x) (uint8, `q`'s parameters) and its dequantize right after
+    `x`; returns the dequantize node (its argument is the quantize node)."""
+    with graph.inserting_after(x):
+        qx = graph.call_function(torch.quantize_per_tensor, (x, q["scale"], q["zero_point"], torch.quint8))
+    with graph.inserting_after(qx):
+        return graph.call_method("dequantize", (qx,))
 
 
 def _quantize_module_call(gm, op, index):
