@@ -19,6 +19,15 @@ def fused_module():
     return model, m
 
 
+def run_in_threads(worker, count):
+    """worker(seed) in `count` threads at once, seeds 0..count-1; returns when all are done."""
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def test_shared_module_across_threads():
     model, m = fused_module()
     errors = []
@@ -33,11 +42,7 @@ def test_shared_module_across_threads():
                 if not err <= 1e-5:
                     errors.append((seed, i, err))
 
-    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(worker, 4)
     assert not errors, errors[:5]
 
 
@@ -82,10 +87,6 @@ def test_four_threads_a_thousand_calls_each_fp32_and_int8():
                         errors.append((name, seed, i))
                 calls[0] += 1
 
-    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(worker, 4)
     assert not errors, errors[:5]
     assert calls[0] == 4000
