@@ -1,5 +1,6 @@
 // Fused convolutions: one oneDNN convolution kernel with a post-op list serves every
 // conv{2,3}d[_activation|_sum[_relu]] op. The schemas are at the bottom, next to their post-ops.
+#include "ops/allocator.h"
 #include "ops/onednn.h"
 
 #include <torch/library.h>
@@ -94,21 +95,29 @@ std::shared_ptr<ConvPrimitive> conv_primitive(const ConvParams& p, const at::Ten
       << at::IntArrayRef(p.dilation) << p.groups << static_cast<int64_t>(p.compute_type) << post;
   auto made = onednn::cached_primitive(key, [&]() -> std::shared_ptr<onednn::CachedPrimitive> {
     const auto dt = onednn::data_type(p.compute_type);
-    auto src = onednn::any_desc(input.sizes(), p.compute_type);
     auto wei = dnnl::memory::desc(grouped_weight_dims(weight, p.groups), dt,
                                   dnnl::memory::format_tag::any);
-    auto dst = onednn::any_desc(p.out_sizes, p.compute_type);
     dnnl::memory::dims dil(p.dilation.begin(), p.dilation.end());
     for (auto& d : dil) d -= 1;  // oneDNN counts the gaps
     auto attr = onednn::make_attr(post);
     const auto& eng = onednn::engine();
     using pd_t = dnnl::convolution_forward::primitive_desc;
-    auto pd = bias.defined()
-                  ? pd_t(eng, dnnl::prop_kind::forward_inference, algorithm::convolution_direct,
-                         src, wei, onednn::plain_desc(bias), dst, p.stride, dil, p.padding,
-                         p.padding, attr)
-                  : pd_t(eng, dnnl::prop_kind::forward_inference, algorithm::convolution_direct,
-                         src, wei, dst, p.stride, dil, p.padding, p.padding, attr);
+    auto create = [&](const dnnl::memory::desc& src, const dnnl::memory::desc& dst) {
+      return bias.defined()
+                 ? pd_t(eng, dnnl::prop_kind::forward_inference, algorithm::convolution_direct,
+                        src, wei, onednn::plain_desc(bias), dst, p.stride, dil, p.padding,
+                        p.padding, attr)
+                 : pd_t(eng, dnnl::prop_kind::forward_inference, algorithm::convolution_direct,
+                        src, wei, dst, p.stride, dil, p.padding, p.padding, attr);
+    };
+    // NHWC in and out: what fused graphs pass between convs, and oneDNN's fastest layout for
+    // every ResNet shape here. Left to oneDNN (`any`) only where it has no NHWC kernel. (`any`
+    // alone picks NCHW in and blocked out for a 3-channel image: a reorder on both sides.)
+    auto pd = create(onednn::channels_last_desc(input.sizes(), p.compute_type),
+                     onednn::channels_last_desc(p.out_sizes, p.compute_type));
+    if (onednn::is_reference(pd))
+      pd = create(onednn::any_desc(input.sizes(), p.compute_type),
+                  onednn::any_desc(p.out_sizes, p.compute_type));
     return std::make_shared<ConvPrimitive>(std::move(pd), input.sizes(), p.out_sizes,
                                            p.compute_type);
   });
@@ -157,8 +166,8 @@ at::Tensor conv_forward(const ConvParams& p, const at::Tensor& input, const at::
                              other->sizes() == at::IntArrayRef(p.out_sizes) &&
                              other->is_contiguous(*conv->dst_format);
     out = reuse_other ? *other
-                      : at::empty(p.out_sizes, input.options().dtype(p.compute_type)
-                                                   .memory_format(*conv->dst_format));
+                      : memory::empty(p.out_sizes, input.options().dtype(p.compute_type),
+                                      *conv->dst_format);
   }
   at::Tensor dst_buffer = out.defined() ? out : onednn::buffer(pd.dst_desc());
   dnnl::memory dst(pd.dst_desc(), onednn::engine(), dst_buffer.data_ptr());
@@ -176,7 +185,7 @@ at::Tensor conv_forward(const ConvParams& p, const at::Tensor& input, const at::
   onednn::execute(conv->prim, pd.scratchpad_desc(), std::move(args));
 
   if (!out.defined()) {  // blocked layout: reorder back into a plain tensor
-    out = at::empty(p.out_sizes, input.options().dtype(p.compute_type).memory_format(user_format));
+    out = memory::empty(p.out_sizes, input.options().dtype(p.compute_type), user_format);
     onednn::reorder(dst, onednn::wrap(out));
   }
   if (into_other) {

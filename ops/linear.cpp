@@ -1,5 +1,6 @@
 // Fused linears: one oneDNN inner-product kernel with a post-op list serves linear, linear_relu and
 // linear_gelu. Inputs of any rank (... x in_features); weights prepacked once.
+#include "ops/allocator.h"
 #include "ops/onednn.h"
 
 #include <torch/library.h>
@@ -58,7 +59,7 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
   const auto& ip = static_cast<const LinearPrimitive&>(*made);
   auto wei = onednn::prepacked_weight(weight, ip.pd.weights_desc(),
                                       [&] { return onednn::plain_desc(weight); });
-  at::Tensor out = at::empty({m, n}, src.options());
+  at::Tensor out = memory::empty({m, n}, src.options());
   std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, onednn::wrap(src)},
                                              {DNNL_ARG_WEIGHTS, wei.memory},
                                              {DNNL_ARG_DST, onednn::wrap(out)}};

@@ -1,5 +1,7 @@
 #include "ops/onednn.h"
 
+#include "ops/allocator.h"
+
 #include <ATen/Parallel.h>
 #include <c10/util/intrusive_ptr.h>
 
@@ -43,6 +45,17 @@ dnnl::memory::desc any_desc(at::IntArrayRef dims, at::ScalarType t) {
   return dnnl::memory::desc(dims.vec(), data_type(t), dnnl::memory::format_tag::any);
 }
 
+dnnl::memory::desc channels_last_desc(at::IntArrayRef dims, at::ScalarType t) {
+  TORCH_CHECK(dims.size() == 4 || dims.size() == 5, "jitfuse: channels_last needs 4 or 5 dims");
+  return dnnl::memory::desc(dims.vec(), data_type(t),
+                            dims.size() == 4 ? dnnl::memory::format_tag::nhwc
+                                             : dnnl::memory::format_tag::ndhwc);
+}
+
+bool is_reference(const dnnl::primitive_desc_base& pd) {
+  return std::string(pd.impl_info_str()).rfind("ref", 0) == 0;
+}
+
 dnnl::memory wrap(const at::Tensor& t, const dnnl::memory::desc& md) {
   return dnnl::memory(md, engine(), t.data_ptr());
 }
@@ -61,7 +74,7 @@ dnnl::memory as_layout(const at::Tensor& t, const dnnl::memory::desc& md, at::Te
     keep = t;
     return wrap(t, md);
   }
-  keep = at::empty({static_cast<int64_t>(md.get_size())}, t.options().dtype(at::kByte));
+  keep = buffer(md);
   auto out = dnnl::memory(md, engine(), keep.data_ptr());
   reorder(wrap(t, have), out);
   return out;
@@ -226,7 +239,7 @@ bool native_bf16() {
           engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
           md({1, 32, 8, 8}, bf16, any), md({32, 32, 3, 3}, bf16, any), md({1, 32, 8, 8}, bf16, any),
           {1, 1}, {1, 1}, {1, 1});
-      return std::string(pd.impl_info_str()).rfind("ref", 0) != 0;
+      return !is_reference(pd);
     } catch (const dnnl::error&) {
       return false;
     }
@@ -272,7 +285,7 @@ std::optional<at::MemoryFormat> torch_format_of(const dnnl::memory::desc& md, at
 }
 
 at::Tensor buffer(const dnnl::memory::desc& md) {
-  return at::empty({static_cast<int64_t>(md.get_size())}, at::TensorOptions().dtype(at::kByte));
+  return memory::empty({static_cast<int64_t>(md.get_size())}, at::TensorOptions().dtype(at::kByte));
 }
 
 Int8Output int8_output(std::optional<at::ScalarType> dtype, double scale, int64_t zero_point,

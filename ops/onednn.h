@@ -27,6 +27,10 @@ dnnl::memory::data_type data_type(at::ScalarType t);
 dnnl::memory::desc plain_desc(const at::Tensor& t);
 // A descriptor with the tensor's dims and type, layout left to oneDNN.
 dnnl::memory::desc any_desc(at::IntArrayRef dims, at::ScalarType t);
+// A descriptor of a channels_last (4-D) / channels_last_3d (5-D) tensor of `dims`.
+dnnl::memory::desc channels_last_desc(at::IntArrayRef dims, at::ScalarType t);
+// Whether oneDNN fell back to its reference (unoptimized) implementation for `pd`.
+bool is_reference(const dnnl::primitive_desc_base& pd);
 dnnl::memory wrap(const at::Tensor& t, const dnnl::memory::desc& md);
 dnnl::memory wrap(const at::Tensor& t);
 

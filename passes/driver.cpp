@@ -18,6 +18,7 @@ void optimize_graph(GraphPtr& graph) {
   fuse_linear(graph);         // linear + activation -> jitfuse::linear*
   fuse_transformer(graph);    // add + layer_norm, scaled masked softmax, head merge
   fuse_conv(graph);           // conv + post-ops -> jitfuse::conv{2,3}d*
+  fuse_pool(graph);           // pooling on oneDNN, in the layout the convs left
   keep_channels_last(graph);  // after fusion: it places conversions around the fused convs
   sum_in_place(graph);        // last: its liveness check sees every reader the others added
   torch::jit::EliminateDeadCode(graph);

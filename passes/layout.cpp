@@ -30,18 +30,21 @@ std::vector<std::pair<Node*, size_t>> output_uses(torch::jit::Graph& graph) {
   return uses;
 }
 
+const c10::Symbol kLikeMemoryFormat = c10::Symbol::fromQualString("jitfuse::like_memory_format");
+const c10::Symbol kToChannelsLast = c10::Symbol::fromQualString("jitfuse::to_channels_last");
+const c10::Symbol kMaxPool2d = c10::Symbol::fromQualString("jitfuse::max_pool2d");
+
 // Already NHWC by construction: made by a fused conv, or a conversion this pass placed before
-// (a graph fused offline and loaded runs the passes again).
+// (a graph fused offline and loaded runs the passes again; older files hold aten::contiguous).
 bool is_channels_last_source(const Node* n) {
-  if (is_fused_conv(n)) return true;
+  if (is_fused_conv(n) || n->kind() == kToChannelsLast) return true;
+  if (n->kind() == kMaxPool2d) return is_channels_last_source(n->input(0)->node());  // keeps the layout
   if (n->kind() != c10::Symbol::fromQualString("aten::contiguous")) return false;
   auto format = torch::jit::toIValue(n->input(1));
   return format && format->isInt() &&
          (format->toInt() == static_cast<int64_t>(at::MemoryFormat::ChannelsLast) ||
           format->toInt() == static_cast<int64_t>(at::MemoryFormat::ChannelsLast3d));
 }
-
-const c10::Symbol kLikeMemoryFormat = c10::Symbol::fromQualString("jitfuse::like_memory_format");
 
 }  // namespace
 
@@ -51,12 +54,8 @@ void keep_channels_last(GraphPtr& graph) {
     if (!is_fused_conv(n) || is_channels_last_source(n->input(0)->node())) continue;
     Value* x = n->input(0);
     if (!user_tensor) user_tensor = x;
-    const bool is3d = std::string(n->kind().toQualString()).rfind("jitfuse::conv3d", 0) == 0;
     torch::jit::WithInsertPoint guard(n);
-    Value* format = graph->insertConstant(
-        static_cast<int64_t>(is3d ? at::MemoryFormat::ChannelsLast3d : at::MemoryFormat::ChannelsLast));
-    Node* convert = graph->create(c10::Symbol::fromQualString("aten::contiguous"), {x, format});
-    graph->insertNode(convert);
+    Node* convert = graph->insertNode(graph->create(kToChannelsLast, {x}));
     convert->output()->setType(x->type());
     n->replaceInput(0, convert->output());
   }

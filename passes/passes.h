@@ -27,6 +27,7 @@ void fuse_linear_x3(GraphPtr& graph);     // Linears sharing an input -> one lin
 void fuse_linear(GraphPtr& graph);        // linear + relu/gelu       -> jitfuse::linear*
 void fuse_transformer(GraphPtr& graph);   // add+layer_norm, scaled masked softmax, head merge
 void fuse_conv(GraphPtr& graph);          // conv + activation / sum  -> jitfuse::conv*
+void fuse_pool(GraphPtr& graph);          // max / global average pooling -> jitfuse::*_pool2d
 void keep_channels_last(GraphPtr& graph); // NHWC between fused convs, user's format at outputs
 void sum_in_place(GraphPtr& graph);       // conv sums write into an operand nothing reads later
 

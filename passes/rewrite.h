@@ -41,6 +41,7 @@ const std::vector<Rewrite>& conv_rewrites();
 const std::vector<Rewrite>& linear_rewrites();
 const std::vector<Rewrite>& transformer_rewrites();
 const std::vector<Rewrite>& int8_rewrites();
+const std::vector<Rewrite>& pool_rewrites();
 // Patterns applied by a pass of their own rather than a table row.
 constexpr const char* kLinearX3 = "linear_linear_linear";
 

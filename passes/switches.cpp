@@ -56,7 +56,8 @@ bool is_enabled() { return g_enabled; }
 
 std::vector<std::string> pattern_names() {
   std::vector<std::string> names{kLinearX3};
-  for (const auto* table : {&int8_rewrites(), &linear_rewrites(), &transformer_rewrites(), &conv_rewrites()})
+  for (const auto* table : {&int8_rewrites(), &linear_rewrites(), &transformer_rewrites(), &conv_rewrites(),
+                             &pool_rewrites()})
     for (const auto& row : *table)
       if (std::find(names.begin(), names.end(), row.name) == names.end()) names.push_back(row.name);
   return names;

@@ -339,3 +339,46 @@ def test_sum_operand_that_is_a_graph_input_is_not_written():
     model = build(2, lambda t, y: F.relu(t + y), torch.float32, False)
     m, kinds = optimized(model, make_inputs(2))
     assert "jitfuse::conv2d_sum_relu" in kinds and "jitfuse::conv2d_sum_relu_" not in kinds, kinds
+
+
+# ---- pooling on oneDNN, in the layout the fused convs leave -----------------------------------
+
+class ConvPoolHead(nn.Module):
+    """ResNet's stem and head: conv, relu, max pool, conv, global average pool, flatten."""
+
+    def __init__(self, pool_size=1, ceil_mode=False):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 7, stride=2, padding=3)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=ceil_mode)
+        self.conv = nn.Conv2d(16, 32, 3, padding=1)
+        self.head = nn.AdaptiveAvgPool2d(pool_size)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.stem(x)))
+        return torch.flatten(self.head(F.relu(self.conv(x))), 1)
+
+
+@pytest.mark.parametrize("ceil_mode", [False, True], ids=["floor", "ceil"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_pooling_runs_on_onednn(dtype, channels_last, ceil_mode):
+    model = ConvPoolHead(ceil_mode=ceil_mode).to(dtype).eval()
+    x = torch.randn(2, 3, 37, 29, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    m, kinds = optimized(model, (x,))
+    assert kinds.get("jitfuse::max_pool2d") == 1 and kinds.get("jitfuse::adaptive_avg_pool2d") == 1, kinds
+    assert not {"aten::max_pool2d", "aten::adaptive_avg_pool2d"} & set(kinds), kinds
+    assert kinds.get("jitfuse::to_channels_last") == 1, "one layout change, before the stem"
+    assert_matches(m, model, (x,), dtype)
+    assert_matches(m, model, (torch.randn(1, 3, 20, 23, dtype=dtype),), dtype)
+
+
+def test_pooling_left_alone_where_onednn_does_not_apply():
+    model = ConvPoolHead(pool_size=2).eval()          # not a global average
+    m, kinds = optimized(model, (torch.randn(2, 3, 32, 32),))
+    assert "aten::adaptive_avg_pool2d" in kinds and "jitfuse::max_pool2d" in kinds, kinds
+    assert_matches(m, model, (torch.randn(2, 3, 32, 32),), torch.float32)
+    model64 = ConvPoolHead().double().eval()           # float64: no jitfuse op at all
+    m, kinds = optimized(model64, (torch.randn(2, 3, 32, 32).double(),))
+    assert not fused_ops(kinds), kinds
