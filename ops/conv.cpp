@@ -2,6 +2,7 @@
 // conv{2,3}d[_activation|_sum[_relu]] op. The schemas are at the bottom, next to their post-ops.
 #include "ops/allocator.h"
 #include "ops/onednn.h"
+#include "ops/winograd.h"
 
 #include <torch/library.h>
 
@@ -124,9 +125,25 @@ std::shared_ptr<ConvPrimitive> conv_primitive(const ConvParams& p, const at::Ten
   return std::static_pointer_cast<ConvPrimitive>(made);
 }
 
+// What Winograd's output transform applies of `post`: the sum's scale (0: no sum), then relu.
+std::optional<std::pair<float, bool>> winograd_epilogue(const PostOps& post) {
+  float sum_alpha = 0.f;
+  bool relu = false;
+  for (size_t i = 0; i < post.size(); ++i) {
+    const auto& op = post[i];
+    if (op.kind == PostOp::sum && i == 0 && op.alpha != 0.f)
+      sum_alpha = op.alpha;
+    else if (op.kind == PostOp::eltwise && op.alg == algorithm::eltwise_relu && op.alpha == 0.f && !relu)
+      relu = true;
+    else
+      return std::nullopt;
+  }
+  return std::make_pair(sum_alpha, relu);
+}
+
 // `other`, when set, is what the sum post-op adds. With `into_other` the result is written into
 // `other` itself (the pass proved nothing reads it afterwards): no copy when its layout is the
-// one oneDNN writes.
+// one the kernel writes.
 // `p` is what check_conv made of the call.
 at::Tensor conv_forward(const ConvParams& p, const at::Tensor& input, const at::Tensor& weight,
                         const std::optional<at::Tensor>& bias_opt, const PostOps& post,
@@ -146,47 +163,55 @@ at::Tensor conv_forward(const ConvParams& p, const at::Tensor& input, const at::
   if (bias_opt && bias_opt->defined())
     bias = p.compute_type == at::kFloat ? bias_opt->to(at::kFloat).contiguous()
                                         : bias_opt->contiguous();
-  auto conv = conv_primitive(p, input, weight, bias, post);
-  const auto& pd = conv->pd;
+  const auto epilogue = winograd_epilogue(post);
+  const bool winograd = epilogue && p.compute_type == at::kFloat &&
+                        winograd::serves(input, weight, p.stride, p.dilation, p.groups);
+  const auto conv = winograd ? nullptr : conv_primitive(p, input, weight, bias, post);
 
-  // Without native bf16 kernels, convert with ATen (vectorized; oneDNN's f32<->bf16 reorder is
-  // its slow reference one here) and compute in f32.
-  at::Tensor src_tensor = input.to(p.compute_type), src_keep;
-  auto src = conv->src_format && src_tensor.is_contiguous(*conv->src_format)
-                 ? onednn::wrap(src_tensor, pd.src_desc())
-                 : onednn::as_layout(src_tensor, pd.src_desc(), src_keep);
-  auto wei = onednn::prepacked_weight(weight, pd.weights_desc(), [&] {
-    return onednn::plain_desc(weight.view(grouped_weight_dims(weight, p.groups)));
-  });
-
-  // Write straight into a torch tensor when oneDNN's layout is a torch one; else into a buffer.
+  // Write straight into a torch tensor when the kernel's layout is a torch one; else into a buffer.
+  const auto dst_format = winograd ? std::optional(at::MemoryFormat::ChannelsLast) : conv->dst_format;
   at::Tensor out;
-  if (conv->dst_format) {
+  if (dst_format) {
     const bool reuse_other = into_other && other->scalar_type() == p.compute_type &&
                              other->sizes() == at::IntArrayRef(p.out_sizes) &&
-                             other->is_contiguous(*conv->dst_format);
+                             other->is_contiguous(*dst_format);
     out = reuse_other ? *other
-                      : memory::empty(p.out_sizes, input.options().dtype(p.compute_type),
-                                      *conv->dst_format);
+                      : memory::empty(p.out_sizes, input.options().dtype(p.compute_type), *dst_format);
   }
-  at::Tensor dst_buffer = out.defined() ? out : onednn::buffer(pd.dst_desc());
-  dnnl::memory dst(pd.dst_desc(), onednn::engine(), dst_buffer.data_ptr());
-  if (other && !(out.defined() && out.is_same(*other))) {  // the sum post-op adds what dst holds
-    if (out.defined()) {
-      out.copy_(other->expand(p.out_sizes));
-    } else {
-      onednn::reorder(onednn::wrap(other->expand(p.out_sizes).to(p.compute_type).contiguous()), dst);
+  // Without native bf16 kernels, convert with ATen (vectorized; oneDNN's f32<->bf16 reorder is
+  // its slow reference one here) and compute in f32.
+  at::Tensor src_tensor = input.to(p.compute_type);
+
+  if (winograd) {
+    if (other && !out.is_same(*other)) out.copy_(other->expand(p.out_sizes));  // what the sum adds
+    winograd::conv2d_3x3(onednn::to_channels_last(src_tensor), weight, bias, p.padding,
+                         epilogue->first, epilogue->second, out);
+  } else {
+    const auto& pd = conv->pd;
+    at::Tensor src_keep;
+    auto src = conv->src_format && src_tensor.is_contiguous(*conv->src_format)
+                   ? onednn::wrap(src_tensor, pd.src_desc())
+                   : onednn::as_layout(src_tensor, pd.src_desc(), src_keep);
+    auto wei = onednn::prepacked_weight(weight, pd.weights_desc(), [&] {
+      return onednn::plain_desc(weight.view(grouped_weight_dims(weight, p.groups)));
+    });
+    at::Tensor dst_buffer = out.defined() ? out : onednn::buffer(pd.dst_desc());
+    dnnl::memory dst(pd.dst_desc(), onednn::engine(), dst_buffer.data_ptr());
+    if (other && !(out.defined() && out.is_same(*other))) {  // the sum post-op adds what dst holds
+      if (out.defined()) {
+        out.copy_(other->expand(p.out_sizes));
+      } else {
+        onednn::reorder(onednn::wrap(other->expand(p.out_sizes).to(p.compute_type).contiguous()), dst);
+      }
     }
-  }
-
-  std::unordered_map<int, dnnl::memory> args{
-      {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei.memory}, {DNNL_ARG_DST, dst}};
-  if (bias.defined()) args.emplace(DNNL_ARG_BIAS, onednn::wrap(bias));
-  onednn::execute(conv->prim, pd.scratchpad_desc(), std::move(args));
-
-  if (!out.defined()) {  // blocked layout: reorder back into a plain tensor
-    out = memory::empty(p.out_sizes, input.options().dtype(p.compute_type), user_format);
-    onednn::reorder(dst, onednn::wrap(out));
+    std::unordered_map<int, dnnl::memory> args{
+        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei.memory}, {DNNL_ARG_DST, dst}};
+    if (bias.defined()) args.emplace(DNNL_ARG_BIAS, onednn::wrap(bias));
+    onednn::execute(conv->prim, pd.scratchpad_desc(), std::move(args));
+    if (!out.defined()) {  // blocked layout: reorder back into a plain tensor
+      out = memory::empty(p.out_sizes, input.options().dtype(p.compute_type), user_format);
+      onednn::reorder(dst, onednn::wrap(out));
+    }
   }
   if (into_other) {
     if (!out.is_same(*other)) other->copy_(out);

@@ -68,6 +68,20 @@ void reorder(const dnnl::memory& from, const dnnl::memory& to) {
   stream().wait();
 }
 
+at::Tensor to_channels_last(const at::Tensor& t) {
+  if (t.dim() != 4 && t.dim() != 5) return t;
+  const auto format = t.dim() == 4 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::ChannelsLast3d;
+  if (t.is_contiguous(format)) return t;
+  const auto type = t.scalar_type();
+  const bool onednn_type = type == at::kFloat || type == at::kBFloat16 || type == at::kByte || type == at::kChar;
+  if (!onednn_type || !t.device().is_cpu() || t.layout() != at::kStrided || t.is_quantized() ||
+      t.numel() == 0)
+    return t.contiguous(format);
+  at::Tensor out = memory::empty(t.sizes(), t.options(), format);
+  reorder(wrap(t), wrap(out));
+  return out;
+}
+
 dnnl::memory as_layout(const at::Tensor& t, const dnnl::memory::desc& md, at::Tensor& keep) {
   auto have = plain_desc(t);
   if (have == md) {
@@ -176,6 +190,7 @@ struct WeightEntry {
   std::vector<std::pair<dnnl::memory::desc, at::Tensor>> layouts;
   std::optional<bool> int8_exact;
   at::Tensor int8_scales;
+  std::vector<std::pair<std::string, at::Tensor>> derived;
 
   bool still_describes(const at::Tensor& w) const {
     return owner && !owner->expired() && data == w.data_ptr() && version == w._version();
@@ -226,6 +241,16 @@ PackedWeight prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc
   reorder(wrap(weight, user_md()), out);
   entry.layouts.emplace_back(wanted_md, buffer);
   return {out, buffer};
+}
+
+at::Tensor derived_weight(const at::Tensor& weight, const std::string& tag,
+                          const std::function<at::Tensor()>& make) {
+  std::lock_guard<std::mutex> lock(weight_mu());
+  auto& entry = weight_entry(weight);
+  for (const auto& [name, tensor] : entry.derived)
+    if (name == tag) return tensor;
+  entry.derived.emplace_back(tag, make());
+  return entry.derived.back().second;
 }
 
 bool native_bf16() {

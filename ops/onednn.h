@@ -37,6 +37,11 @@ dnnl::memory wrap(const at::Tensor& t);
 // Copies `from` into `to` in `to`'s layout (and type), waiting for it.
 void reorder(const dnnl::memory& from, const dnnl::memory& to);
 
+// `t` in channels_last (channels_last_3d for 5-D; other ranks: `t`): itself when it already is.
+// The copy is a oneDNN reorder: ATen's channels_last copy of a 3-channel image is several times
+// slower.
+at::Tensor to_channels_last(const at::Tensor& t);
+
 // A tensor of `md`'s layout: `t` itself when it already lies that way, otherwise a reorder of it.
 // The returned memory keeps its storage alive through `keep`.
 dnnl::memory as_layout(const at::Tensor& t, const dnnl::memory::desc& md, at::Tensor& keep);
@@ -93,6 +98,12 @@ struct PackedWeight {
 };
 PackedWeight prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc& wanted_md,
                               const std::function<dnnl::memory::desc()>& user_md);
+
+// A tensor derived once from a constant weight (a transformed copy of it), cached with the
+// weight's prepacked layouts under the same identity and version rules. `tag` names the
+// derivation; `make` runs on a miss.
+at::Tensor derived_weight(const at::Tensor& weight, const std::string& tag,
+                          const std::function<at::Tensor()>& make);
 
 // The memory format in which a torch tensor of `sizes` lies exactly as `md`, if any
 // (channels_last first, then contiguous).

@@ -58,6 +58,16 @@ def is_pattern_enabled(name: str) -> bool:
     return bool(_ops._is_pattern_enabled(name))
 
 
+def set_winograd_enabled(enabled: bool) -> None:
+    """Compute eligible float32 3x3 stride-1 convolutions with Winograd F(2x2, 3x3) (on by default;
+    JITFUSE_WINOGRAD=0 starts it off). Off: oneDNN's direct convolution, bit for bit as before."""
+    _ops._set_winograd_enabled(bool(enabled))
+
+
+def is_winograd_enabled() -> bool:
+    return bool(_ops._is_winograd_enabled())
+
+
 def optimize(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     """Fuse a frozen module now: returns a copy whose first call runs fused and whose
     torch.jit.save file holds the fused graph (loading it needs jitfuse imported)."""
@@ -70,4 +80,4 @@ from . import quantization  # noqa: E402  (needs the library loaded)
 from .quantization import QuantConf  # noqa: E402
 
 __all__ = ["optimize", "quantization", "QuantConf", "set_enabled", "is_enabled", "patterns", "set_pattern_enabled", "is_pattern_enabled",
-           "__version__"]
+           "set_winograd_enabled", "is_winograd_enabled", "__version__"]

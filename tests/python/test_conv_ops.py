@@ -72,3 +72,70 @@ ERRORS = [
 def test_bad_input_raises_a_clear_error(case, call, message):
     with pytest.raises(RuntimeError, match=message):
         call()
+
+
+# ---- Winograd F(2x2, 3x3): float32 3x3 stride-1 convolutions with 64+ channels -----------------
+
+WINOGRAD_CASES = [  # batch, channels in, out, height, width, padding
+    (1, 64, 64, 14, 14, 1),
+    (2, 64, 128, 9, 7, 1),     # odd sizes: tiles hang over the bottom and right edges
+    (1, 128, 64, 5, 6, 0),     # no padding
+    (3, 64, 64, 4, 4, 2),      # padding 2: tiles start outside the image
+    (1, 96, 80, 2, 3, 1),
+]
+
+
+@pytest.fixture
+def winograd_toggle():
+    yield
+    jitfuse.set_winograd_enabled(True)
+
+
+@pytest.mark.parametrize("n,c,k,h,w,pad", WINOGRAD_CASES, ids=[str(c) for c in WINOGRAD_CASES])
+@pytest.mark.parametrize("tail", ["relu", "sum_relu", "sum_alpha", "sum_", "none", "nchw"])
+def test_winograd_matches_direct_convolution(n, c, k, h, w, pad, tail, winograd_toggle):
+    torch.manual_seed(0)
+    x = torch.randn(n, c, h, w)
+    if tail != "nchw":
+        x = x.contiguous(memory_format=torch.channels_last)
+    wt, b = torch.randn(k, c, 3, 3) * 0.05, torch.randn(k)
+    oh, ow = h + 2 * pad - 2, w + 2 * pad - 2
+    y = torch.randn(n, k, oh, ow).contiguous(memory_format=torch.channels_last)
+    geom = ([1, 1], [pad, pad], [1, 1], 1)
+    exact = F.conv2d(x.double(), wt.double(), b.double(), 1, pad)
+    call, ref = {
+        "relu": (lambda: ops.conv2d_relu(x, wt, b, *geom), F.relu(exact)),
+        "sum_relu": (lambda: ops.conv2d_sum_relu(x, wt, b, *geom, y, 1), F.relu(exact + y.double())),
+        "sum_alpha": (lambda: ops.conv2d_sum(x, wt, b, *geom, y, -0.5), exact - 0.5 * y.double()),
+        "sum_": (lambda: ops.conv2d_sum_relu_(x, wt, b, *geom, y.clone(), 1), F.relu(exact + y.double())),
+        "none": (lambda: ops.conv2d(x, wt, None, *geom), F.conv2d(x.double(), wt.double(), None, 1, pad)),
+        "nchw": (lambda: ops.conv2d_relu(x, wt, b, *geom), F.relu(exact)),
+    }[tail]
+    fmt = torch.contiguous_format if tail == "nchw" else torch.channels_last
+    jitfuse.set_winograd_enabled(False)
+    direct = call()
+    jitfuse.set_winograd_enabled(True)
+    winograd = call()
+    assert not torch.equal(winograd, direct), "the Winograd path did not run"
+    for got in (direct, winograd):
+        assert got.shape == ref.shape and got.is_contiguous(memory_format=fmt)
+        err = ((got.double() - ref).abs().max() / ref.abs().max()).item()
+        assert err <= 1e-5, err
+
+
+def test_winograd_leaves_other_convolutions_to_onednn(winograd_toggle):
+    """Strided, dilated, grouped, narrow and bf16 convolutions run the direct kernel: same bits
+    whether Winograd is on or off."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 64, 10, 10)
+    w = torch.randn(64, 64, 3, 3)
+    calls = [lambda: ops.conv2d(x, w, None, [2, 2], [1, 1], [1, 1], 1),
+             lambda: ops.conv2d(x, w, None, [1, 1], [2, 2], [2, 2], 1),
+             lambda: ops.conv2d(x, w[:, :32], None, [1, 1], [1, 1], [1, 1], 2),
+             lambda: ops.conv2d(x[:, :32], w[:32, :32], None, [1, 1], [1, 1], [1, 1], 1),
+             lambda: ops.conv2d(x.bfloat16(), w.bfloat16(), None, [1, 1], [1, 1], [1, 1], 1)]
+    for call in calls:
+        jitfuse.set_winograd_enabled(False)
+        a = call()
+        jitfuse.set_winograd_enabled(True)
+        assert torch.equal(a, call())

@@ -1,0 +1,233 @@
+#include "ops/winograd.h"
+
+#include "ops/allocator.h"
+#include "ops/onednn.h"
+
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+namespace jitfuse::winograd {
+namespace {
+
+constexpr int64_t kLanes = 16;      // channels per vector step
+constexpr int64_t kPositions = 16;  // a 4x4 transformed tile: one GEMM per position
+// Tiles per chunk: the transformed inputs and products of a chunk (16 x rows x channels each)
+// stay in the caches between the three steps.
+constexpr int64_t kChunkBytes = int64_t{16} << 20;
+
+// 16 floats; GCC compiles the arithmetic to one AVX-512, two AVX2 or four SSE instructions per
+// operation in the matching clone of each function below.
+using Vec = float __attribute__((vector_size(kLanes * sizeof(float))));
+
+[[gnu::always_inline]] inline Vec load(const float* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+[[gnu::always_inline]] inline void store(float* p, Vec v) { std::memcpy(p, &v, sizeof v); }
+
+// Where the 2x2 output tiles lie: tile t is (n, th, tw) in row-major order.
+struct Tiling {
+  int64_t height, width, in_channels, out_channels, pad_h, pad_w, out_h, out_w, tiles_h, tiles_w;
+};
+
+// V[p][r][c] = (B^T d B)[p] of the 4x4 input tile d of tile first + r, for rows [begin, end) of
+// a chunk of `rows` tiles. B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]: additions only.
+[[gnu::target_clones("avx512f", "avx2", "default")]]
+void transform_input(const float* x, const Tiling& t, int64_t first, int64_t begin, int64_t end,
+                     int64_t rows, float* v) {
+  const int64_t C = t.in_channels, plane = rows * C, per_image = t.tiles_h * t.tiles_w;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t tile = first + r, n = tile / per_image, in_image = tile % per_image;
+    const int64_t h0 = in_image / t.tiles_w * 2 - t.pad_h, w0 = in_image % t.tiles_w * 2 - t.pad_w;
+    const float* pixel[4][4];  // nullptr: padding
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) {
+        const int64_t h = h0 + i, w = w0 + j;
+        pixel[i][j] = h >= 0 && h < t.height && w >= 0 && w < t.width
+                          ? x + ((n * t.height + h) * t.width + w) * C
+                          : nullptr;
+      }
+    float* out = v + r * C;
+    for (int64_t c = 0; c < C; c += kLanes) {
+      Vec d[4][4], u[4][4];
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) d[i][j] = pixel[i][j] ? load(pixel[i][j] + c) : Vec{};
+      for (int j = 0; j < 4; ++j) {
+        u[0][j] = d[0][j] - d[2][j];
+        u[1][j] = d[1][j] + d[2][j];
+        u[2][j] = d[2][j] - d[1][j];
+        u[3][j] = d[1][j] - d[3][j];
+      }
+      for (int i = 0; i < 4; ++i) {
+        float* o = out + (i * 4) * plane + c;
+        store(o, u[i][0] - u[i][2]);
+        store(o + plane, u[i][1] + u[i][2]);
+        store(o + 2 * plane, u[i][2] - u[i][1]);
+        store(o + 3 * plane, u[i][1] - u[i][3]);
+      }
+    }
+  }
+}
+
+// y = relu?(A^T M A + bias + sum_alpha * y) for the 2x2 output tile of each row, A^T =
+// [1 1 1 0; 0 1 -1 -1]. Tiles hanging over the bottom or right edge write only what exists.
+[[gnu::target_clones("avx512f", "avx2", "default")]]
+void transform_output(const float* m, const float* bias, const Tiling& t, int64_t first,
+                      int64_t begin, int64_t end, int64_t rows, float sum_alpha, bool relu,
+                      float* y) {
+  const int64_t K = t.out_channels, plane = rows * K, per_image = t.tiles_h * t.tiles_w;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t tile = first + r, n = tile / per_image, in_image = tile % per_image;
+    const int64_t h0 = in_image / t.tiles_w * 2, w0 = in_image % t.tiles_w * 2;
+    const bool second_row = h0 + 1 < t.out_h, second_col = w0 + 1 < t.out_w;
+    float* corner = y + ((n * t.out_h + h0) * t.out_w + w0) * K;
+    float* pixel[2][2] = {{corner, second_col ? corner + K : nullptr},
+                          {second_row ? corner + t.out_w * K : nullptr,
+                           second_row && second_col ? corner + (t.out_w + 1) * K : nullptr}};
+    const float* in = m + r * K;
+    for (int64_t k = 0; k < K; k += kLanes) {
+      Vec s[2][4];
+      for (int j = 0; j < 4; ++j) {
+        const float* p = in + j * plane + k;
+        const Vec m0 = load(p), m1 = load(p + 4 * plane), m2 = load(p + 8 * plane),
+                  m3 = load(p + 12 * plane);
+        s[0][j] = m0 + m1 + m2;
+        s[1][j] = m1 - m2 - m3;
+      }
+      const Vec b = bias ? load(bias + k) : Vec{};
+      for (int i = 0; i < 2; ++i) {
+        const Vec o[2] = {s[i][0] + s[i][1] + s[i][2] + b, s[i][1] - s[i][2] - s[i][3] + b};
+        for (int j = 0; j < 2; ++j) {
+          if (!pixel[i][j]) continue;
+          Vec value = o[j];
+          if (sum_alpha != 0.f) value += sum_alpha * load(pixel[i][j] + k);
+          if (relu) value = value > 0.f ? value : Vec{};
+          store(pixel[i][j] + k, value);
+        }
+      }
+    }
+  }
+}
+
+// U[p][c][k] = (G g G^T)[p] for the 3x3 filter g of (k, c), G = [1 0 0; .5 .5 .5; .5 -.5 .5;
+// 0 0 1]; computed in double, once per weight.
+at::Tensor transform_weight(const at::Tensor& weight) {
+  const int64_t K = weight.size(0), C = weight.size(1);
+  const auto w = weight.to(at::kDouble).contiguous();
+  const double* g = w.data_ptr<double>();
+  at::Tensor u = at::empty({kPositions, C, K}, at::kFloat);
+  float* out = u.data_ptr<float>();
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t c = 0; c < C; ++c) {
+      const double* f = g + (k * C + c) * 9;
+      double gf[4][3];  // G g
+      for (int j = 0; j < 3; ++j) {
+        gf[0][j] = f[j];
+        gf[1][j] = 0.5 * (f[j] + f[3 + j] + f[6 + j]);
+        gf[2][j] = 0.5 * (f[j] - f[3 + j] + f[6 + j]);
+        gf[3][j] = f[6 + j];
+      }
+      for (int i = 0; i < 4; ++i) {
+        const double row[4] = {gf[i][0], 0.5 * (gf[i][0] + gf[i][1] + gf[i][2]),
+                               0.5 * (gf[i][0] - gf[i][1] + gf[i][2]), gf[i][2]};
+        for (int j = 0; j < 4; ++j) out[((i * 4 + j) * C + c) * K + k] = static_cast<float>(row[j]);
+      }
+    }
+  return u;
+}
+
+using BatchedMatmul = onednn::Primitive<dnnl::matmul>;
+
+// The 16 GEMMs of a chunk: [16, rows, C] x [16, C, K] -> [16, rows, K].
+std::shared_ptr<BatchedMatmul> gemm_primitive(int64_t rows, int64_t C, int64_t K) {
+  onednn::Key key;
+  key << int64_t{0x3917} << rows << C << K;  // a tag: this key space is Winograd's
+  auto made = onednn::cached_primitive(key, [&]() -> std::shared_ptr<onednn::CachedPrimitive> {
+    using tag = dnnl::memory::format_tag;
+    const auto f32 = dnnl::memory::data_type::f32;
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    return std::make_shared<BatchedMatmul>(dnnl::matmul::primitive_desc(
+        onednn::engine(), dnnl::memory::desc({kPositions, rows, C}, f32, tag::abc),
+        dnnl::memory::desc({kPositions, C, K}, f32, tag::any),
+        dnnl::memory::desc({kPositions, rows, K}, f32, tag::abc), attr));
+  });
+  return std::static_pointer_cast<BatchedMatmul>(made);
+}
+
+std::atomic<bool>& enabled_flag() {
+  static std::atomic<bool> on{[] {
+    const char* v = std::getenv("JITFUSE_WINOGRAD");
+    return !(v && std::string(v) == "0");
+  }()};
+  return on;
+}
+
+}  // namespace
+
+void set_enabled(bool enabled) { enabled_flag() = enabled; }
+bool is_enabled() { return enabled_flag(); }
+
+bool serves(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+            at::IntArrayRef dilation, int64_t groups) {
+  if (!is_enabled() || input.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat ||
+      input.dim() != 4 || weight.dim() != 4 || groups != 1 || weight.size(2) != 3 ||
+      weight.size(3) != 3)
+    return false;
+  for (int64_t s : stride) if (s != 1) return false;
+  for (int64_t d : dilation) if (d != 1) return false;
+  const int64_t C = weight.size(1), K = weight.size(0);
+  // Narrower layers gain nothing: their GEMMs are too thin to run at the cores' peak.
+  return C % kLanes == 0 && K % kLanes == 0 && C >= 64 && K >= 64;
+}
+
+void conv2d_3x3(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                at::IntArrayRef padding, float sum_alpha, bool relu, at::Tensor& out) {
+  const int64_t N = input.size(0), C = input.size(1), K = weight.size(0);
+  Tiling t{input.size(2), input.size(3), C, K, padding[0], padding[padding.size() - 1],
+           out.size(2), out.size(3), 0, 0};
+  t.tiles_h = (t.out_h + 1) / 2;
+  t.tiles_w = (t.out_w + 1) / 2;
+  const int64_t tiles = N * t.tiles_h * t.tiles_w;
+  const int64_t max_rows = std::max<int64_t>(1, kChunkBytes / (kPositions * (C + K) * 4));
+  const int64_t chunks = (tiles + max_rows - 1) / max_rows;
+  const int64_t rows = (tiles + chunks - 1) / chunks;  // balanced: one primitive serves all
+
+  const at::Tensor u = onednn::derived_weight(weight, "winograd_f2x3", [&] { return transform_weight(weight); });
+  const auto gemm = gemm_primitive(rows, C, K);
+  const auto packed = onednn::prepacked_weight(u, gemm->pd.weights_desc(),
+                                               [&] { return onednn::plain_desc(u); });
+  const auto opts = at::TensorOptions().dtype(at::kFloat);
+  at::Tensor v = memory::empty({kPositions, rows, C}, opts), m = memory::empty({kPositions, rows, K}, opts);
+  const float* x = input.data_ptr<float>();
+  const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  float* y = out.data_ptr<float>();
+  const auto v_mem = onednn::wrap(v), m_mem = onednn::wrap(m);
+  for (int64_t first = 0; first < tiles; first += rows) {
+    const int64_t count = std::min(rows, tiles - first);
+    if (count < rows)  // the last chunk's unused rows: zeros, not stale (maybe denormal) floats
+      for (int64_t p = 0; p < kPositions; ++p) v[p].narrow(0, count, rows - count).zero_();
+    at::parallel_for(0, count, 8, [&](int64_t begin, int64_t end) {
+      transform_input(x, t, first, begin, end, rows, v.data_ptr<float>());
+    });
+    onednn::execute(gemm->prim, gemm->pd.scratchpad_desc(),
+                    {{DNNL_ARG_SRC, v_mem}, {DNNL_ARG_WEIGHTS, packed.memory}, {DNNL_ARG_DST, m_mem}});
+    at::parallel_for(0, count, 8, [&](int64_t begin, int64_t end) {
+      transform_output(m.data_ptr<float>(), b, t, first, begin, end, rows, sum_alpha, relu, y);
+    });
+  }
+}
+
+}  // namespace jitfuse::winograd
+
+TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
+  m.def("_set_winograd_enabled(bool enabled) -> ()",
+        [](bool on) { jitfuse::winograd::set_enabled(on); });
+  m.def("_is_winograd_enabled() -> bool", []() { return jitfuse::winograd::is_enabled(); });
+}
