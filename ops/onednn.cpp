@@ -383,6 +383,12 @@ bool has_vnni() {
 
 }  // namespace
 
+bool has_amx() {
+  const auto amx_bits = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_amx);  // ISAs are bit sets
+  static const bool amx = (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & amx_bits) == amx_bits;
+  return amx;
+}
+
 bool per_channel(const at::Tensor& qw) {
   return qw.qscheme() == at::kPerChannelAffine || qw.qscheme() == at::kPerChannelSymmetric;
 }

@@ -122,6 +122,9 @@ at::ScalarType compute_type(at::ScalarType t);
 void execute(const dnnl::primitive& prim, const dnnl::memory::desc& scratchpad_md,
              std::unordered_map<int, dnnl::memory> args);
 
+// Whether oneDNN dispatches to AMX (bf16/int8 tile instructions) on this CPU.
+bool has_amx();
+
 // Whether oneDNN has optimized bf16 kernels on this CPU; without them bf16 ops compute in f32 and
 // round the result once.
 bool native_bf16();

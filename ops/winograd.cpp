@@ -21,8 +21,12 @@ constexpr int64_t kPositions = 16;  // a 4x4 transformed tile: one GEMM per posi
 constexpr int64_t kChunkBytes = int64_t{16} << 20;
 
 // 16 floats; GCC compiles the arithmetic to one AVX-512, two AVX2 or four SSE instructions per
-// operation in the matching clone of each function below.
+// operation in the matching clone of each function below. bfloat16 data is widened on load and
+// rounded (to nearest even) on store; all arithmetic is float32.
 using Vec = float __attribute__((vector_size(kLanes * sizeof(float))));
+using Bits = uint32_t __attribute__((vector_size(kLanes * sizeof(uint32_t))));
+using Halves = uint16_t __attribute__((vector_size(kLanes * sizeof(uint16_t))));
+using bf16 = uint16_t;  // bfloat16 storage
 
 [[gnu::always_inline]] inline Vec load(const float* p) {
   Vec v;
@@ -30,6 +34,21 @@ using Vec = float __attribute__((vector_size(kLanes * sizeof(float))));
   return v;
 }
 [[gnu::always_inline]] inline void store(float* p, Vec v) { std::memcpy(p, &v, sizeof v); }
+[[gnu::always_inline]] inline Vec load(const bf16* p) {
+  Halves h;
+  std::memcpy(&h, p, sizeof h);
+  const Bits b = __builtin_convertvector(h, Bits) << 16;
+  Vec v;
+  std::memcpy(&v, &b, sizeof v);
+  return v;
+}
+[[gnu::always_inline]] inline void store(bf16* p, Vec v) {
+  Bits b;
+  std::memcpy(&b, &v, sizeof b);
+  b += 0x7FFF + ((b >> 16) & 1);
+  const Halves h = __builtin_convertvector(b >> 16, Halves);
+  std::memcpy(p, &h, sizeof h);
+}
 
 // Where the 2x2 output tiles lie: tile t is (n, th, tw) in row-major order.
 struct Tiling {
@@ -38,14 +57,15 @@ struct Tiling {
 
 // V[p][r][c] = (B^T d B)[p] of the 4x4 input tile d of tile first + r, for rows [begin, end) of
 // a chunk of `rows` tiles. B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]: additions only.
-[[gnu::target_clones("avx512f", "avx2", "default")]]
-void transform_input(const float* x, const Tiling& t, int64_t first, int64_t begin, int64_t end,
-                     int64_t rows, float* v) {
+template <class T>
+[[gnu::always_inline]] inline void transform_input_rows(const T* x, const Tiling& t, int64_t first,
+                                                        int64_t begin, int64_t end, int64_t rows,
+                                                        T* v) {
   const int64_t C = t.in_channels, plane = rows * C, per_image = t.tiles_h * t.tiles_w;
   for (int64_t r = begin; r < end; ++r) {
     const int64_t tile = first + r, n = tile / per_image, in_image = tile % per_image;
     const int64_t h0 = in_image / t.tiles_w * 2 - t.pad_h, w0 = in_image % t.tiles_w * 2 - t.pad_w;
-    const float* pixel[4][4];  // nullptr: padding
+    const T* pixel[4][4];  // nullptr: padding
     for (int i = 0; i < 4; ++i)
       for (int j = 0; j < 4; ++j) {
         const int64_t h = h0 + i, w = w0 + j;
@@ -53,7 +73,7 @@ void transform_input(const float* x, const Tiling& t, int64_t first, int64_t beg
                           ? x + ((n * t.height + h) * t.width + w) * C
                           : nullptr;
       }
-    float* out = v + r * C;
+    T* out = v + r * C;
     for (int64_t c = 0; c < C; c += kLanes) {
       Vec d[4][4], u[4][4];
       for (int i = 0; i < 4; ++i)
@@ -65,7 +85,7 @@ void transform_input(const float* x, const Tiling& t, int64_t first, int64_t beg
         u[3][j] = d[1][j] - d[3][j];
       }
       for (int i = 0; i < 4; ++i) {
-        float* o = out + (i * 4) * plane + c;
+        T* o = out + (i * 4) * plane + c;
         store(o, u[i][0] - u[i][2]);
         store(o + plane, u[i][1] + u[i][2]);
         store(o + 2 * plane, u[i][2] - u[i][1]);
@@ -75,19 +95,31 @@ void transform_input(const float* x, const Tiling& t, int64_t first, int64_t beg
   }
 }
 
+[[gnu::target_clones("avx512f", "avx2", "default")]]
+void transform_input(const float* x, const Tiling& t, int64_t first, int64_t begin, int64_t end,
+                     int64_t rows, float* v) {
+  transform_input_rows(x, t, first, begin, end, rows, v);
+}
+[[gnu::target_clones("avx512f", "avx2", "default")]]
+void transform_input(const bf16* x, const Tiling& t, int64_t first, int64_t begin, int64_t end,
+                     int64_t rows, bf16* v) {
+  transform_input_rows(x, t, first, begin, end, rows, v);
+}
+
 // y = relu?(A^T M A + bias + sum_alpha * y) for the 2x2 output tile of each row, A^T =
 // [1 1 1 0; 0 1 -1 -1]. Tiles hanging over the bottom or right edge write only what exists.
-[[gnu::target_clones("avx512f", "avx2", "default")]]
-void transform_output(const float* m, const float* bias, const Tiling& t, int64_t first,
-                      int64_t begin, int64_t end, int64_t rows, float sum_alpha, bool relu,
-                      float* y) {
+template <class T>
+[[gnu::always_inline]] inline void transform_output_rows(const float* m, const float* bias,
+                                                         const Tiling& t, int64_t first,
+                                                         int64_t begin, int64_t end, int64_t rows,
+                                                         float sum_alpha, bool relu, T* y) {
   const int64_t K = t.out_channels, plane = rows * K, per_image = t.tiles_h * t.tiles_w;
   for (int64_t r = begin; r < end; ++r) {
     const int64_t tile = first + r, n = tile / per_image, in_image = tile % per_image;
     const int64_t h0 = in_image / t.tiles_w * 2, w0 = in_image % t.tiles_w * 2;
     const bool second_row = h0 + 1 < t.out_h, second_col = w0 + 1 < t.out_w;
-    float* corner = y + ((n * t.out_h + h0) * t.out_w + w0) * K;
-    float* pixel[2][2] = {{corner, second_col ? corner + K : nullptr},
+    T* corner = y + ((n * t.out_h + h0) * t.out_w + w0) * K;
+    T* pixel[2][2] = {{corner, second_col ? corner + K : nullptr},
                           {second_row ? corner + t.out_w * K : nullptr,
                            second_row && second_col ? corner + (t.out_w + 1) * K : nullptr}};
     const float* in = m + r * K;
@@ -113,6 +145,17 @@ void transform_output(const float* m, const float* bias, const Tiling& t, int64_
       }
     }
   }
+}
+
+[[gnu::target_clones("avx512f", "avx2", "default")]]
+void transform_output(const float* m, const float* bias, const Tiling& t, int64_t first,
+                      int64_t begin, int64_t end, int64_t rows, float sum_alpha, bool relu, float* y) {
+  transform_output_rows(m, bias, t, first, begin, end, rows, sum_alpha, relu, y);
+}
+[[gnu::target_clones("avx512f", "avx2", "default")]]
+void transform_output(const float* m, const float* bias, const Tiling& t, int64_t first,
+                      int64_t begin, int64_t end, int64_t rows, float sum_alpha, bool relu, bf16* y) {
+  transform_output_rows(m, bias, t, first, begin, end, rows, sum_alpha, relu, y);
 }
 
 // U[p][c][k] = (G g G^T)[p] for the 3x3 filter g of (k, c), G = [1 0 0; .5 .5 .5; .5 -.5 .5;
@@ -144,21 +187,59 @@ at::Tensor transform_weight(const at::Tensor& weight) {
 
 using BatchedMatmul = onednn::Primitive<dnnl::matmul>;
 
-// The 16 GEMMs of a chunk: [16, rows, C] x [16, C, K] -> [16, rows, K].
-std::shared_ptr<BatchedMatmul> gemm_primitive(int64_t rows, int64_t C, int64_t K) {
+// The 16 GEMMs of a chunk: [16, rows, C] x [16, C, K] -> [16, rows, K] float32, the operands in
+// `type` (float32 or bfloat16).
+std::shared_ptr<BatchedMatmul> gemm_primitive(int64_t rows, int64_t C, int64_t K, at::ScalarType type) {
   onednn::Key key;
-  key << int64_t{0x3917} << rows << C << K;  // a tag: this key space is Winograd's
+  key << int64_t{0x3917} << rows << C << K << static_cast<int64_t>(type);  // 0x3917: Winograd's keys
   auto made = onednn::cached_primitive(key, [&]() -> std::shared_ptr<onednn::CachedPrimitive> {
     using tag = dnnl::memory::format_tag;
-    const auto f32 = dnnl::memory::data_type::f32;
+    const auto dt = onednn::data_type(type);
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     return std::make_shared<BatchedMatmul>(dnnl::matmul::primitive_desc(
-        onednn::engine(), dnnl::memory::desc({kPositions, rows, C}, f32, tag::abc),
-        dnnl::memory::desc({kPositions, C, K}, f32, tag::any),
-        dnnl::memory::desc({kPositions, rows, K}, f32, tag::abc), attr));
+        onednn::engine(), dnnl::memory::desc({kPositions, rows, C}, dt, tag::abc),
+        dnnl::memory::desc({kPositions, C, K}, dt, tag::any),
+        dnnl::memory::desc({kPositions, rows, K}, dnnl::memory::data_type::f32, tag::abc), attr));
   });
   return std::static_pointer_cast<BatchedMatmul>(made);
+}
+
+template <class T>
+void run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                const Tiling& t, int64_t tiles, float sum_alpha, bool relu, at::Tensor& out) {
+  const int64_t C = t.in_channels, K = t.out_channels;
+  const auto type = input.scalar_type();
+  const int64_t max_rows = std::max<int64_t>(1, kChunkBytes / (kPositions * (C * input.element_size() + K * 4)));
+  const int64_t chunks = (tiles + max_rows - 1) / max_rows;
+  const int64_t rows = (tiles + chunks - 1) / chunks;  // balanced: one primitive serves all
+
+  const at::Tensor u = onednn::derived_weight(weight, type == at::kFloat ? "winograd_f2x3" : "winograd_f2x3_bf16",
+                                              [&] { return transform_weight(weight).to(type); });
+  const auto gemm = gemm_primitive(rows, C, K, type);
+  const auto packed = onednn::prepacked_weight(u, gemm->pd.weights_desc(),
+                                               [&] { return onednn::plain_desc(u); });
+  at::Tensor v = memory::empty({kPositions, rows, C}, input.options());
+  at::Tensor m = memory::empty({kPositions, rows, K}, input.options().dtype(at::kFloat));
+  const at::Tensor b32 = bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor();
+  const T* x = reinterpret_cast<const T*>(input.data_ptr());
+  T* vp = reinterpret_cast<T*>(v.data_ptr());
+  T* y = reinterpret_cast<T*>(out.data_ptr());
+  const float* b = b32.defined() ? b32.data_ptr<float>() : nullptr;
+  const auto v_mem = onednn::wrap(v), m_mem = onednn::wrap(m);
+  for (int64_t first = 0; first < tiles; first += rows) {
+    const int64_t count = std::min(rows, tiles - first);
+    if (count < rows)  // the last chunk's unused rows: zeros, not stale (maybe denormal) floats
+      for (int64_t p = 0; p < kPositions; ++p) v[p].narrow(0, count, rows - count).zero_();
+    at::parallel_for(0, count, 8, [&](int64_t begin, int64_t end) {
+      transform_input(x, t, first, begin, end, rows, vp);
+    });
+    onednn::execute(gemm->prim, gemm->pd.scratchpad_desc(),
+                    {{DNNL_ARG_SRC, v_mem}, {DNNL_ARG_WEIGHTS, packed.memory}, {DNNL_ARG_DST, m_mem}});
+    at::parallel_for(0, count, 8, [&](int64_t begin, int64_t end) {
+      transform_output(m.data_ptr<float>(), b, t, first, begin, end, rows, sum_alpha, relu, y);
+    });
+  }
 }
 
 std::atomic<bool>& enabled_flag() {
@@ -174,54 +255,37 @@ std::atomic<bool>& enabled_flag() {
 void set_enabled(bool enabled) { enabled_flag() = enabled; }
 bool is_enabled() { return enabled_flag(); }
 
-bool serves(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+bool serves(at::ScalarType compute_type, const at::Tensor& weight, at::IntArrayRef stride,
             at::IntArrayRef dilation, int64_t groups) {
-  if (!is_enabled() || input.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat ||
-      input.dim() != 4 || weight.dim() != 4 || groups != 1 || weight.size(2) != 3 ||
-      weight.size(3) != 3)
+  if (!is_enabled() || (compute_type != at::kFloat && compute_type != at::kBFloat16) ||
+      weight.dim() != 4 || groups != 1 || weight.size(2) != 3 || weight.size(3) != 3)
     return false;
   for (int64_t s : stride) if (s != 1) return false;
   for (int64_t d : dilation) if (d != 1) return false;
   const int64_t C = weight.size(1), K = weight.size(0);
-  // Narrower layers gain nothing: their GEMMs are too thin to run at the cores' peak.
-  return C % kLanes == 0 && K % kLanes == 0 && C >= 64 && K >= 64;
+  // Narrower layers gain nothing: their GEMMs are too thin to run at the cores' peak (measured on
+  // AVX-512: float32 gains from 64 channels, bfloat16, whose GEMMs are twice as fast while the
+  // transforms are not, from 128). With AMX, oneDNN's direct bfloat16 kernels are faster still.
+  const int64_t narrowest = compute_type == at::kFloat ? 64 : 128;
+  if (compute_type == at::kBFloat16 && onednn::has_amx()) return false;
+  return C % kLanes == 0 && K % kLanes == 0 && C >= narrowest && K >= narrowest;
 }
 
 void conv2d_3x3(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
                 at::IntArrayRef padding, float sum_alpha, bool relu, at::Tensor& out) {
-  const int64_t N = input.size(0), C = input.size(1), K = weight.size(0);
-  Tiling t{input.size(2), input.size(3), C, K, padding[0], padding[padding.size() - 1],
-           out.size(2), out.size(3), 0, 0};
+  TORCH_CHECK(input.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+                  out.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+                  out.scalar_type() == input.scalar_type(),
+              "jitfuse winograd: expected channels_last input and output of one dtype");
+  Tiling t{input.size(2), input.size(3), input.size(1), weight.size(0), padding[0],
+           padding[padding.size() - 1], out.size(2), out.size(3), 0, 0};
   t.tiles_h = (t.out_h + 1) / 2;
   t.tiles_w = (t.out_w + 1) / 2;
-  const int64_t tiles = N * t.tiles_h * t.tiles_w;
-  const int64_t max_rows = std::max<int64_t>(1, kChunkBytes / (kPositions * (C + K) * 4));
-  const int64_t chunks = (tiles + max_rows - 1) / max_rows;
-  const int64_t rows = (tiles + chunks - 1) / chunks;  // balanced: one primitive serves all
-
-  const at::Tensor u = onednn::derived_weight(weight, "winograd_f2x3", [&] { return transform_weight(weight); });
-  const auto gemm = gemm_primitive(rows, C, K);
-  const auto packed = onednn::prepacked_weight(u, gemm->pd.weights_desc(),
-                                               [&] { return onednn::plain_desc(u); });
-  const auto opts = at::TensorOptions().dtype(at::kFloat);
-  at::Tensor v = memory::empty({kPositions, rows, C}, opts), m = memory::empty({kPositions, rows, K}, opts);
-  const float* x = input.data_ptr<float>();
-  const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
-  float* y = out.data_ptr<float>();
-  const auto v_mem = onednn::wrap(v), m_mem = onednn::wrap(m);
-  for (int64_t first = 0; first < tiles; first += rows) {
-    const int64_t count = std::min(rows, tiles - first);
-    if (count < rows)  // the last chunk's unused rows: zeros, not stale (maybe denormal) floats
-      for (int64_t p = 0; p < kPositions; ++p) v[p].narrow(0, count, rows - count).zero_();
-    at::parallel_for(0, count, 8, [&](int64_t begin, int64_t end) {
-      transform_input(x, t, first, begin, end, rows, v.data_ptr<float>());
-    });
-    onednn::execute(gemm->prim, gemm->pd.scratchpad_desc(),
-                    {{DNNL_ARG_SRC, v_mem}, {DNNL_ARG_WEIGHTS, packed.memory}, {DNNL_ARG_DST, m_mem}});
-    at::parallel_for(0, count, 8, [&](int64_t begin, int64_t end) {
-      transform_output(m.data_ptr<float>(), b, t, first, begin, end, rows, sum_alpha, relu, y);
-    });
-  }
+  const int64_t tiles = input.size(0) * t.tiles_h * t.tiles_w;
+  if (input.scalar_type() == at::kFloat)
+    run_chunks<float>(input, weight, bias, t, tiles, sum_alpha, relu, out);
+  else
+    run_chunks<bf16>(input, weight, bias, t, tiles, sum_alpha, relu, out);
 }
 
 }  // namespace jitfuse::winograd

@@ -139,3 +139,24 @@ def test_winograd_leaves_other_convolutions_to_onednn(winograd_toggle):
         a = call()
         jitfuse.set_winograd_enabled(True)
         assert torch.equal(a, call())
+
+
+@pytest.mark.skipif(not torch._C._cpu._is_avx512_bf16_supported() or torch._C._cpu._is_amx_tile_supported(),
+                    reason="bfloat16 Winograd runs where oneDNN has native bf16 kernels but no AMX")
+@pytest.mark.parametrize("pad", [0, 1])
+def test_winograd_bf16_matches_within_bf16_tolerance(pad, winograd_toggle):
+    torch.manual_seed(0)
+    x = torch.randn(2, 128, 9, 11).contiguous(memory_format=torch.channels_last).bfloat16()
+    wt, b = (torch.randn(128, 128, 3, 3) * 0.03).bfloat16(), torch.randn(128).bfloat16()
+    oh, ow = 9 + 2 * pad - 2, 11 + 2 * pad - 2
+    y = torch.randn(2, 128, oh, ow).contiguous(memory_format=torch.channels_last).bfloat16()
+    geom = ([1, 1], [pad, pad], [1, 1], 1)
+    ref = F.relu(F.conv2d(x.double(), wt.double(), b.double(), 1, pad) + y.double())
+    jitfuse.set_winograd_enabled(False)
+    direct = ops.conv2d_sum_relu(x, wt, b, *geom, y, 1)
+    jitfuse.set_winograd_enabled(True)
+    winograd = ops.conv2d_sum_relu(x, wt, b, *geom, y, 1)
+    assert not torch.equal(winograd, direct), "the Winograd path did not run"
+    assert winograd.dtype == torch.bfloat16 and winograd.is_contiguous(memory_format=torch.channels_last)
+    err = ((winograd.double() - ref).abs().max() / ref.abs().max()).item()
+    assert err <= 2e-2, err
