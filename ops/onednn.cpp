@@ -98,7 +98,7 @@ dnnl::primitive_attr make_attr(const PostOps& post_ops) {
   dnnl::post_ops ops;
   for (const auto& p : post_ops) {
     if (p.kind == PostOp::sum)
-      ops.append_sum(p.alpha);
+      ops.append_sum(p.alpha, p.zero_point, p.type);
     else if (p.kind == PostOp::binary_add)
       ops.append_binary(dnnl::algorithm::binary_add, p.other);
     else
@@ -129,7 +129,8 @@ Key& Key::operator<<(const PostOps& p) {
   *this << static_cast<int64_t>(p.size());
   for (const auto& op : p)
     *this << static_cast<int64_t>(op.kind) << static_cast<int64_t>(op.alg) << double(op.alpha)
-          << double(op.beta) << static_cast<int64_t>(op.other.get_size());
+          << double(op.beta) << static_cast<int64_t>(op.other.get_size())
+          << static_cast<int64_t>(op.zero_point) << static_cast<int64_t>(op.type);
   return *this;
 }
 size_t Key::hash() const {
@@ -419,40 +420,40 @@ void set_int8_attr(dnnl::primitive_attr& attr, int weight_mask, bool src_zero_po
 
 namespace {
 
-dnnl::memory scalar_memory(const at::Tensor& t) {
-  return dnnl::memory({{t.numel()}, data_type(t.scalar_type()), dnnl::memory::format_tag::a},
-                      engine(), t.data_ptr());
+template <class T>
+dnnl::memory scalar_memory(T* value, dnnl::memory::data_type type) {
+  return dnnl::memory({{1}, type, dnnl::memory::format_tag::a}, engine(), value);
 }
 
 }  // namespace
 
-std::vector<at::Tensor> add_int8_args(std::unordered_map<int, dnnl::memory>& args,
-                                      const at::Tensor& qsrc, const at::Tensor& qweight,
-                                      const Int8Output& out) {
-  const auto f32 = at::TensorOptions().dtype(at::kFloat);
-  const auto s32 = at::TensorOptions().dtype(at::kInt);
-  std::vector<at::Tensor> keep;
-  auto add = [&](int arg, at::Tensor t) {
-    args.emplace(arg, scalar_memory(t));
-    keep.push_back(std::move(t));
-  };
-  add(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, at::full({1}, qsrc.q_scale(), f32));
-  if (qsrc.q_zero_point() != 0)
-    add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, at::full({1}, qsrc.q_zero_point(), s32));
+void add_int8_args(std::unordered_map<int, dnnl::memory>& args, Int8Args& values,
+                   const at::Tensor& qsrc, const at::Tensor& qweight, const Int8Output& out) {
+  using dt = dnnl::memory::data_type;
+  values.src_scale = static_cast<float>(qsrc.q_scale());
+  args.emplace(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, scalar_memory(&values.src_scale, dt::f32));
+  values.src_zero_point = static_cast<int32_t>(qsrc.q_zero_point());
+  if (values.src_zero_point != 0)
+    args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, scalar_memory(&values.src_zero_point, dt::s32));
   {
     std::lock_guard<std::mutex> lock(weight_mu());  // converted once per weight
     auto& entry = weight_entry(qweight);
     if (!entry.int8_scales.defined())
-      entry.int8_scales = per_channel(qweight) ? qweight.q_per_channel_scales().to(at::kFloat).contiguous()
-                                               : at::full({1}, qweight.q_scale(), f32);
-    add(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, entry.int8_scales);
+      entry.int8_scales = per_channel(qweight)
+                              ? qweight.q_per_channel_scales().to(at::kFloat).contiguous()
+                              : at::full({1}, qweight.q_scale(), at::TensorOptions().dtype(at::kFloat));
+    values.weight_scales = entry.int8_scales;
   }
+  args.emplace(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
+               dnnl::memory({{values.weight_scales.numel()}, dt::f32, dnnl::memory::format_tag::a},
+                            engine(), values.weight_scales.data_ptr()));
   if (out.dtype) {
-    add(DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, at::full({1}, out.scale, f32));
-    if (out.zero_point != 0)
-      add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, at::full({1}, out.zero_point, s32));
+    values.dst_scale = static_cast<float>(out.scale);
+    args.emplace(DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, scalar_memory(&values.dst_scale, dt::f32));
+    values.dst_zero_point = static_cast<int32_t>(out.zero_point);
+    if (values.dst_zero_point != 0)
+      args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, scalar_memory(&values.dst_zero_point, dt::s32));
   }
-  return keep;
 }
 
 }  // namespace jitfuse::onednn

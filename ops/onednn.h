@@ -52,6 +52,9 @@ struct PostOp {
   dnnl::algorithm alg = dnnl::algorithm::undef;  // eltwise only
   float alpha = 0.f, beta = 0.f;                 // eltwise parameters; alpha is the scale of a sum
   dnnl::memory::desc other = {};                 // binary_add: the tensor added (a call argument)
+  // sum of an int8 tensor already in dst: alpha * (value - zero_point), the value of type `type`
+  int32_t zero_point = 0;
+  dnnl::memory::data_type type = dnnl::memory::data_type::undef;
 };
 using PostOps = std::vector<PostOp>;
 dnnl::primitive_attr make_attr(const PostOps& post_ops);
@@ -168,9 +171,14 @@ bool int8_weight_exact(const at::Tensor& qw);
 // not 0), weight per output channel (`weight_mask`) or per tensor, output per tensor.
 void set_int8_attr(dnnl::primitive_attr& attr, int weight_mask, bool src_zero_point,
                    const Int8Output& out);
-// The matching runtime arguments. The returned tensors hold their data for the call.
-std::vector<at::Tensor> add_int8_args(std::unordered_map<int, dnnl::memory>& args,
-                                      const at::Tensor& qsrc, const at::Tensor& qweight,
-                                      const Int8Output& out);
+// The matching runtime arguments. `Int8Args` holds the scalars they point to: keep it alive
+// until the primitive ran. The weight scales are converted once per weight.
+struct Int8Args {
+  float src_scale = 1.f, dst_scale = 1.f;
+  int32_t src_zero_point = 0, dst_zero_point = 0;
+  at::Tensor weight_scales;
+};
+void add_int8_args(std::unordered_map<int, dnnl::memory>& args, Int8Args& values,
+                   const at::Tensor& qsrc, const at::Tensor& qweight, const Int8Output& out);
 
 }  // namespace jitfuse::onednn

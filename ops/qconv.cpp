@@ -5,6 +5,8 @@
 
 #include <torch/library.h>
 
+#include <cstring>
+
 namespace jitfuse {
 namespace {
 
@@ -61,8 +63,15 @@ at::Tensor qconv2d_forward(const at::Tensor& qx, const at::Tensor& qw,
                            const at::Tensor& other_in, bool relu, const Int8Output& out) {
   const at::Tensor bias = bias_opt ? *bias_opt : at::Tensor();
   const auto p = check_qconv(qx, qw, bias, stride, padding, dilation, groups);
-  at::Tensor other = other_in.defined() ? onednn::float_operand("qconv2d_sum", other_in) : at::Tensor();
   const bool exact = onednn::int8_weight_exact(qw);
+  // An int8 operand of an int8 result is added inside the kernel: its integers are copied into
+  // the output and oneDNN's sum post-op reads them with their scale and zero point.
+  const bool int8_sum = exact && out.dtype && other_in.defined() && other_in.is_quantized() &&
+                        other_in.qscheme() == at::kPerTensorAffine && other_in.device().is_cpu() &&
+                        (other_in.scalar_type() == at::kQUInt8 || other_in.scalar_type() == at::kQInt8) &&
+                        other_in.sizes() == at::IntArrayRef(p.out_sizes);
+  at::Tensor other = other_in.defined() && !int8_sum ? onednn::float_operand("qconv2d_sum", other_in)
+                                                     : at::Tensor();
   if (!exact || (other.defined() && other.sizes() != at::IntArrayRef(p.out_sizes))) {
     // The convolution alone, then the sum and relu as the unfused graph does them: for an added
     // tensor that broadcasts, and for weights oneDNN would saturate on this CPU (in float32).
@@ -87,6 +96,12 @@ at::Tensor qconv2d_forward(const at::Tensor& qx, const at::Tensor& qw,
   const bool src_zp = qx.q_zero_point() != 0;
   PostOps post;
   if (other.defined()) post.push_back({PostOp::binary_add, {}, 0.f, 0.f, onednn::plain_desc(other)});
+  if (int8_sum) {
+    const at::Tensor integers = other_in.contiguous(at::MemoryFormat::ChannelsLast);
+    std::memcpy(dst.data_ptr(), integers.data_ptr(), integers.nbytes());
+    post.push_back({PostOp::sum, {}, static_cast<float>(other_in.q_scale()), 0.f, {},
+                    static_cast<int32_t>(other_in.q_zero_point()), onednn::data_type(other_in.scalar_type())});
+  }
   if (relu) post.push_back({PostOp::eltwise, dnnl::algorithm::eltwise_relu});
 
   onednn::Key key;
@@ -121,7 +136,8 @@ at::Tensor qconv2d_forward(const at::Tensor& qx, const at::Tensor& qw,
   if (bias.defined()) args.emplace(DNNL_ARG_BIAS, onednn::wrap(bias));
   if (other.defined())
     args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, onednn::wrap(other));
-  auto keep = onednn::add_int8_args(args, src, qw, out);
+  onednn::Int8Args values;
+  onednn::add_int8_args(args, values, src, qw, out);
   onednn::execute(conv.prim, conv.pd.scratchpad_desc(), std::move(args));
   return dst;
 }

@@ -89,7 +89,8 @@ at::Tensor qlinear_forward(const at::Tensor& qx, const at::Tensor& qw,
   if (bias_row.defined()) args.emplace(DNNL_ARG_BIAS, onednn::wrap(bias_row));
   if (other.defined())
     args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, onednn::wrap(other));
-  auto keep = onednn::add_int8_args(args, src, qw, out);
+  onednn::Int8Args values;
+  onednn::add_int8_args(args, values, src, qw, out);
   onednn::execute(mm.prim, mm.pd.scratchpad_desc(), std::move(args));
   return dst.view(out_sizes);
 }

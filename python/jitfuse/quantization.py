@@ -192,8 +192,9 @@ def _graph_module(model, num_inputs):
 
 
 class _Op:
-    def __init__(self, name, kind, node, inputs):
+    def __init__(self, name, kind, node, inputs, operand_from_weighted=False):
         self.name, self.kind, self.node, self.inputs = name, kind, node, inputs
+        self.operand_from_weighted = operand_from_weighted  # an add whose operand a conv/linear made
 
 
 def _module_kind(gm, node):
@@ -248,19 +249,22 @@ def _quantizable_ops(gm):
         counts[(path, kind)] = counts.get((path, kind), 0) + 1  # a module called twice: .2
         n = counts[(path, kind)]
         name = f"{path}:{kind}" + (f".{n}" if n > 1 else "")
-        ops.append(_Op(name, kind, node, inputs))
+        ops.append(_Op(name, kind, node, inputs, kind == "add" and inputs[0] in produced_by_weighted))
     return ops
 
 
 def _default_recipe(ops):
-    """int8 for every conv, linear, product and pool; an add only when its operand is quantized
-    for another op anyway (then the sum costs no extra rounding)."""
+    """int8 for every conv, linear, product and pool; an add when its operand is quantized for
+    another op anyway (then the sum costs no extra rounding) or made by a conv / linear (a ResNet
+    downsample: that op then writes int8 and the sum reads it inside the int8 kernel, as stock
+    PyTorch's int8 add does)."""
     quantized = {}
     for op in ops:
         if op.kind != "add":
             for x in op.inputs:
                 quantized[x] = True
-    return {op.name: "int8" if op.kind != "add" or op.inputs[0] in quantized else "fp32" for op in ops}
+    return {op.name: "int8" if op.kind != "add" or op.inputs[0] in quantized or op.operand_from_weighted
+            else "fp32" for op in ops}
 
 
 # ---- prepare / calibrate ------------------------------------------------------------------

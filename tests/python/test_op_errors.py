@@ -165,6 +165,26 @@ def like_memory_format_case(name, case):
     return lambda: ops.like_memory_format(x, like), lambda: x.contiguous()
 
 
+def attention_case(name, case):
+    q, k, v = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 6, 4), torch.randn(2, 3, 6, 4)
+    mask = torch.zeros(2, 1, 1, 6)
+    mask[..., 4:] = -10000.0
+    if case == "empty batch":
+        k, v, mask = k[:0], v[:0], mask[:0]
+    if case == "mismatched channels":
+        q = q[..., :-1]  # q and k do not multiply
+    elif case == "zero-size spatial":
+        q, k, v = q[..., :0], k[..., :0], v[..., :0]
+    elif case in ("channels_last", "non-contiguous", "wrong dtype", "wrong rank", "empty batch", "requires grad"):
+        q = transform(q, case)
+    if q is None or case == "overlapping output":
+        return None
+    if case == "aliased output":
+        k = v  # one tensor read twice
+    return (lambda: ops.attention(q, k, v, mask, 2.0, True, False),
+            lambda: torch.softmax(q @ k.transpose(-1, -2) / 2.0 + mask, -1) @ v)
+
+
 def to_channels_last_case(name, case):
     x = transform(torch.randn(2, 8, 5, 5), case)
     if x is None or case in ("aliased output", "overlapping output"):
@@ -269,7 +289,7 @@ def family(name):
             "add_layernorm": add_layernorm_case, "div_add_softmax": softmax_case, "mul_add_softmax": softmax_case,
             "matmul": matmul_case, "view_transpose_contiguous_view": vtcv_case,
             "like_memory_format": like_memory_format_case, "qmax_pool2d": qpool_case,
-            "to_channels_last": to_channels_last_case, "max_pool2d": pool_case,
+            "to_channels_last": to_channels_last_case, "max_pool2d": pool_case, "attention": attention_case,
             "adaptive_avg_pool2d": pool_case}[name]
 
 
@@ -331,6 +351,7 @@ R, E, N = "right", "error", "n/a"  # noqa: E741
 TABLE = {
     "adaptive_avg_pool2d":            [E, R, R, R, R, R, R, N, N, R],
     "add_layernorm":                  [R, R, E, R, E, R, N, R, R, R],
+    "attention":                      [E, E, E, R, R, R, R, R, N, R],
     "conv2d":                         [E, E, E, R, E, R, R, N, N, R],
     "conv2d_elu":                     [E, E, E, R, E, R, R, N, N, R],
     "conv2d_hardtanh":                [E, E, E, R, E, R, R, N, N, R],

@@ -1,5 +1,7 @@
 """Linear and transformer patterns: fused node present, replaced nodes gone, numbers equal to the
 unfused model (fp32, bf16), new shapes after fusion, and what must be left alone."""
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -129,18 +131,100 @@ def test_linear_inputs_of_any_rank(shape):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_attention_matmuls_are_taken_over_in_bf16_only(dtype):
-    def attention(s, x, y):
-        scores, mask = scores_and_mask(x, y)
-        return torch.matmul(torch.softmax(scores / 8.0 + mask, -1), y.unsqueeze(1))
-    model = Block(attention).to(dtype).eval()
+def test_other_matmuls_are_taken_over_in_bf16_only(dtype):
+    model = Block(lambda s, x, y: torch.matmul(s.a(x), y.transpose(1, 2))).to(dtype).eval()
     inputs = (torch.randn(2, 12, H, dtype=dtype), torch.randn(2, 12, H, dtype=dtype))
     m, kinds = optimized(model, inputs)
     if dtype == torch.bfloat16:
-        assert kinds.get("jitfuse::matmul") == 2 and "aten::matmul" not in kinds, kinds
+        assert kinds.get("jitfuse::matmul") == 1 and "aten::matmul" not in kinds, kinds
     else:
-        assert "jitfuse::matmul" not in kinds and kinds.get("aten::matmul") == 2, kinds
+        assert "jitfuse::matmul" not in kinds and kinds.get("aten::matmul") == 1, kinds
     assert_matches(m, model, inputs, dtype)
+
+
+# ---- attention: softmax(q @ k^T * scale + mask) @ v as one op ---------------------------------
+
+class Attention(nn.Module):
+    """Multi-head attention over a fused q/k/v projection, spelled as `form` does it: eager
+    (HF BERT: matmul, scale, mask, softmax, matmul, permute), bmm over merged batch x heads (the
+    bench encoder), or SDPA (transformers' default)."""
+
+    def __init__(self, form, heads=4, mask=True):
+        super().__init__()
+        self.qkv, self.out = nn.Linear(H, 3 * H), nn.Linear(H, H)
+        self.form, self.heads, self.mask = form, heads, mask
+
+    def forward(self, x, keep):
+        b, s, _ = x.shape
+        h, d = self.heads, H // self.heads
+        q, k, v = (t.view(b, s, h, d).permute(0, 2, 1, 3) for t in self.qkv(x).split(H, -1))
+        mask = (1.0 - keep[:, None, None, :].to(x.dtype)) * -10000.0 if self.mask else None
+        if self.form == "eager":
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(d)
+            ctx = torch.matmul(torch.softmax(scores + mask, -1), v).permute(0, 2, 1, 3).contiguous()
+        elif self.form == "eager_mul":
+            scores = torch.matmul(q, k.transpose(2, 3)) * (1 / math.sqrt(d))
+            ctx = torch.matmul(torch.softmax(mask + scores, dim=3), v).transpose(1, 2).contiguous()
+        elif self.form == "bmm":
+            q, k, v = (t.reshape(b * h, s, d) for t in (q, k, v))
+            m = mask.expand(b, h, 1, s).reshape(b * h, 1, s)
+            ctx = torch.bmm(torch.softmax(torch.bmm(q, k.transpose(1, 2)) / math.sqrt(d) + m, -1), v)
+            ctx = ctx.view(b, h, s, d).transpose(1, 2).contiguous()
+        else:  # sdpa, sdpa_scaled
+            scale = 0.3 if self.form == "sdpa_scaled" else None
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale).transpose(1, 2)
+        return self.out(ctx.reshape(b, s, H))
+
+
+ATTENTION_FORMS = ["eager", "eager_mul", "bmm", "sdpa", "sdpa_scaled"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("form", ATTENTION_FORMS)
+def test_attention_fuses_and_matches(form, dtype):
+    model = Attention(form).to(dtype).eval()
+    x, keep = torch.randn(2, 12, H, dtype=dtype), torch.ones(2, 12, dtype=torch.long)
+    keep[1, 9:] = 0
+    m, kinds = optimized(model, (x, keep))
+    assert kinds.get("jitfuse::attention") == 1, kinds
+    gone = {"aten::matmul", "aten::bmm", "aten::softmax", "aten::scaled_dot_product_attention",
+            "jitfuse::div_add_softmax", "jitfuse::mul_add_softmax", "jitfuse::matmul"}
+    assert not set(kinds) & gone, set(kinds) & gone
+    assert_matches(m, model, (x, keep), dtype)
+    for b, s in [(1, 1), (3, 7), (1, 33)]:  # other shapes after fusion
+        x2, keep2 = torch.randn(b, s, H, dtype=dtype), torch.ones(b, s, dtype=torch.long)
+        assert_matches(m, model, (x2, keep2), dtype)
+
+
+def test_sdpa_without_mask_fuses():
+    model = Attention("sdpa", mask=False).eval()
+    inputs = (torch.randn(2, 12, H), torch.ones(2, 12, dtype=torch.long))
+    m, kinds = optimized(model, inputs)
+    assert kinds.get("jitfuse::attention") == 1 and "aten::scaled_dot_product_attention" not in kinds, kinds
+    assert_matches(m, model, inputs, torch.float32)
+
+
+class OddAttention(nn.Module):
+    def __init__(self, form):
+        super().__init__()
+        self.form = form
+
+    def forward(self, q, k):
+        if self.form == "causal":
+            return F.scaled_dot_product_attention(q, k, k, is_causal=True)
+        if self.form == "bool_mask":
+            return F.scaled_dot_product_attention(q, k, k, attn_mask=k[..., :1].transpose(-1, -2) > 0)
+        # k^T over other dims than the last two: not attention's q @ k^T
+        return torch.matmul(torch.softmax(torch.matmul(q, k.transpose(1, 3)) / 8.0 + 1.0, -1), k.transpose(1, 3))
+
+
+@pytest.mark.parametrize("form", ["causal", "bool_mask", "other_transpose"])
+def test_attention_left_alone_where_its_meaning_differs(form):
+    model = OddAttention(form).eval()
+    q = torch.randn(2, 4, 4, 4)
+    m, kinds = optimized(model, (q, torch.randn(2, 4, 4, 4)))
+    assert "jitfuse::attention" not in kinds, kinds
+    assert_matches(m, model, (q, torch.randn(2, 4, 4, 4)), torch.float32)
 
 
 def test_module_that_was_not_frozen_keeps_its_bf16_matmuls():
