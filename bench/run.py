@@ -1,20 +1,28 @@
-"""jitfuse vs stock PyTorch on the same models, interleaved in one run.
+"""jitfuse vs what stock PyTorch already offers, on the same models, interleaved in one run.
 
-Variants, each traced and frozen from the same eager model:
-  stock       torch.jit.trace + torch.jit.freeze (jitfuse disabled)
-  ofi         torch.jit.optimize_for_inference (jitfuse disabled)
-  onednn      stock with torch.jit.enable_onednn_fusion(True) (jitfuse disabled)
-  jitfuse     trace + freeze with jitfuse enabled
-int8 rows: jitfuse.quantization's flow (prepare, calibrate on 10 batches, convert), then the
-executor runs jitfuse's int8 ops.
-Prints median ms per call and the ratio to stock fp32 trace+freeze at the same batch size;
-writes the table (markdown) and a bar chart (PNG) to bench/results/.
+Variants, each built from the same eager model:
+  stock        torch.jit.trace + torch.jit.freeze (jitfuse disabled), in the row's dtype
+  ofi          torch.jit.optimize_for_inference (fp32; jitfuse disabled)
+  onednn       stock with torch.jit.enable_onednn_fusion(True): the oneDNN Graph fuser
+  stock-int8   ResNet-50: FX post-training quantization, x86 backend, traced and frozen;
+               BERT: torch.ao.quantization.quantize_dynamic on its Linears, traced and frozen
+  jitfuse      trace + freeze with jitfuse enabled (int8: jitfuse.quantization's flow,
+               calibrated on the same batches as stock-int8)
+Each (model, batch, dtype) group is one interleaved run that also times stock fp32, so every row
+has two ratios: to stock fp32 trace+freeze, and to the anchor a user would pick instead of
+jitfuse in that dtype (the oneDNN fuser for fp32/bf16, stock int8 for int8).
+
+--profile adds, per group, where one jitfuse call's time goes: each fused op, each ATen op left,
+conversions and reorders, as shares of the call (torch.profiler, self times).
+Writes the table (markdown) and a bar chart (PNG) to bench/results/.
 """
 import argparse
+import copy
 import os
 import statistics
 import sys
 import time
+import warnings
 
 import torch
 
@@ -41,13 +49,31 @@ MODELS = {
     "resnet50": (resnet50, resnet50_inputs, "1,16"),
     "bert-base": (bert_base, bert_inputs, "1,8"),
 }
-
+ANCHOR = {"fp32": "onednn", "bf16": "onednn", "int8": "stock-int8"}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# torch 2.13 warns on every stock-int8 and QuantConf build (torch.ao's and the quantized dtypes'
+# deprecations) and transformers on every BERT: noise in a timing table.
+for category in (DeprecationWarning, FutureWarning, UserWarning):
+    warnings.filterwarnings("ignore", category=category)
+
+
+def cpu_line():
+    """The CPU, the ISA flags that matter here, and what oneDNN 3.2 dispatches to."""
+    name, flags = "unknown CPU", set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name") and name == "unknown CPU":
+                name = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
+    return (f"CPU: {name} ({os.cpu_count()} cores visible; {' '.join(isa)}); "
+            f"oneDNN dispatches to {jitfuse.onednn_isa()}")
 
 
 class Variant:
-    """A frozen module, the dtype it takes, and the switches it was optimized under (re-applied
-    on every call, so a re-optimization by the executor sees the same ones)."""
+    """A module, the dtype it takes, and the switches it was optimized under (re-applied on every
+    call, so a re-optimization by the executor sees the same ones)."""
 
     def __init__(self, name, module, dtype, jitfuse_on=False, onednn_fuser=False):
         self.name, self.module, self.dtype = name, module, dtype
@@ -63,21 +89,46 @@ class Variant:
             torch.jit.enable_onednn_fusion(False)
 
 
-def make_variant(name, model, inputs, dtype):
-    """`name` is one of stock, ofi, onednn, jitfuse."""
-    jitfuse.set_enabled(name == "jitfuse")
+def frozen(model, inputs, jitfuse_on=False):
+    jitfuse.set_enabled(jitfuse_on)
     try:
         with torch.no_grad():
-            cast = tuple(t.to(dtype) if t.is_floating_point() else t for t in inputs)
-            frozen = torch.jit.freeze(torch.jit.trace(model, cast, check_trace=False, strict=False))
-            if name == "ofi":
-                frozen = torch.jit.optimize_for_inference(frozen)
+            return torch.jit.freeze(torch.jit.trace(model, inputs, check_trace=False, strict=False))
     finally:
         jitfuse.set_enabled(True)
-    return Variant(name, frozen, dtype, jitfuse_on=name == "jitfuse", onednn_fuser=name == "onednn")
 
 
-def int8_variant(model, make_inputs, batch, calibration_batches=10):
+def make_variant(name, model, inputs, dtype):
+    """`name` is one of stock, ofi, onednn, jitfuse."""
+    cast = tuple(t.to(dtype) if t.is_floating_point() else t for t in inputs)
+    module = frozen(model, cast, jitfuse_on=name == "jitfuse")
+    if name == "ofi":
+        jitfuse.set_enabled(False)
+        try:
+            module = torch.jit.optimize_for_inference(module)
+        finally:
+            jitfuse.set_enabled(True)
+    return Variant(name, module, dtype, jitfuse_on=name == "jitfuse", onednn_fuser=name == "onednn")
+
+
+def stock_int8_variant(model_name, model, make_inputs, batch, calibration_batches):
+    """What stock PyTorch offers in int8: static FX quantization (x86) for the CNN, dynamic
+    quantization of the Linears for BERT (static FX does not trace it)."""
+    inputs = make_inputs(batch)
+    if model_name == "resnet50":
+        from torch.ao.quantization import get_default_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+        prepared = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping("x86"), inputs)
+        with torch.no_grad():
+            for _ in range(calibration_batches):
+                prepared(*make_inputs(batch))
+        qmodel = convert_fx(prepared)
+    else:
+        qmodel = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+    return Variant("stock-int8", frozen(qmodel, inputs), torch.float32)
+
+
+def jitfuse_int8_variant(model, make_inputs, batch, calibration_batches):
     """jitfuse's int8 flow: prepare, calibrate, convert; the executor then fuses the int8 chains."""
     from jitfuse import QuantConf, quantization
     prepared, conf = quantization.prepare(model, QuantConf(dtype=torch.int8))
@@ -87,6 +138,11 @@ def int8_variant(model, make_inputs, batch, calibration_batches=10):
                 prepared(*make_inputs(batch))
         qmodel = quantization.convert(prepared, conf, make_inputs(batch))
     return Variant("jitfuse", qmodel, torch.float32, jitfuse_on=True)
+
+
+def native_bf16():
+    return jitfuse.onednn_isa() in ("avx512_core_bf16", "avx512_core_fp16", "avx512_core_amx",
+                                    "avx512_core_amx_fp16")
 
 
 def interleaved(variants, inputs, warmup, iters):
@@ -108,7 +164,7 @@ def first(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def check_outputs(variants, inputs, reference, min_cos=0.999):
+def check_outputs(variants, inputs, reference, min_cos):
     with torch.no_grad():
         for v in variants:
             got = first(v(*inputs)).float()
@@ -117,9 +173,44 @@ def check_outputs(variants, inputs, reference, min_cos=0.999):
                 raise SystemExit(f"{v.name}: output differs from eager fp32 (cosine {cos:.5f})")
 
 
-def bench_model(name, batch, dtype, args):
-    """Median seconds per variant. Every row's baseline, stock fp32 trace+freeze, is timed in the
-    same interleaved run."""
+CONVERSIONS = ("jitfuse::to_channels_last", "jitfuse::like_memory_format", "aten::contiguous", "aten::copy_",
+               "aten::to", "aten::_to_copy", "aten::clone", "aten::quantize_per_tensor", "aten::dequantize",
+               "aten::reshape", "aten::view", "aten::permute", "aten::transpose")
+
+
+def profile(variant, inputs, calls=5):
+    """Where one call's time goes, by op: (kind, name, ms per call, share), largest first."""
+    with torch.no_grad():
+        for _ in range(2):
+            variant(*inputs)
+        with torch.profiler.profile() as prof:
+            for _ in range(calls):
+                variant(*inputs)
+    rows, total = [], 0.0
+    for e in prof.key_averages():
+        if e.key in ("forward",) or e.key.startswith("Profiler"):
+            continue
+        ms = e.self_cpu_time_total / 1e3 / calls
+        total += ms
+        kind = ("conversion" if e.key in CONVERSIONS else "jitfuse op" if e.key.startswith("jitfuse::")
+                else "stock fused" if e.key.startswith("Llga") else "ATen op")
+        rows.append((kind, e.key, ms))
+    rows.sort(key=lambda r: -r[2])
+    return [(k, n, ms, ms / total if total else 0.0) for k, n, ms in rows], total
+
+
+def print_profile(title, rows, total, top=14):
+    print(f"\nprofile: {title}: {total:.2f} ms of op time per call")
+    by_kind = {}
+    for kind, _, ms, share in rows:
+        by_kind[kind] = by_kind.get(kind, 0.0) + share
+    print("  " + ", ".join(f"{k} {100 * s:.1f}%" for k, s in sorted(by_kind.items(), key=lambda kv: -kv[1])))
+    for kind, name, ms, share in rows[:top]:
+        print(f"  {100 * share:5.1f}%  {ms:8.3f} ms  {kind:11s} {name}")
+
+
+def bench_group(name, batch, dtype, args):
+    """Median seconds per variant of one (model, batch, dtype) group, stock fp32 included."""
     build, make_inputs, _ = MODELS[name]
     model32, inputs = build(), make_inputs(batch)
     with torch.no_grad():
@@ -127,22 +218,26 @@ def bench_model(name, batch, dtype, args):
     baseline = make_variant("stock", model32, inputs, torch.float32)
     baseline.name = "stock fp32"
     if dtype == "int8":
-        variants = [int8_variant(model32, make_inputs, batch)]
+        variants = [stock_int8_variant(name, model32, make_inputs, batch, args.calibration),
+                    jitfuse_int8_variant(model32, make_inputs, batch, args.calibration)]
         check_outputs(variants, inputs, reference, min_cos=0.99)
-    elif dtype == torch.float32:
-        variants = [make_variant(n, model32, inputs, dtype) for n in ("ofi", "onednn", "jitfuse")]
+    elif dtype == "fp32":
+        variants = [make_variant(n, model32, inputs, torch.float32) for n in ("ofi", "onednn", "jitfuse")]
+        check_outputs(variants, inputs, reference, min_cos=0.999)
     else:
-        # Stock bf16 kernels are slow on CPUs without bf16 instructions (seconds per ResNet-50
-        # call at batch 1): timed only with --full.
-        names = ("stock", "ofi", "onednn", "jitfuse") if args.full else ("jitfuse",)
-        model = build().to(dtype)
-        variants = [make_variant(n, model, inputs, dtype) for n in names]
-    if dtype != "int8":
-        check_outputs(variants, inputs, reference)
+        # Stock bf16 (no fuser) is seconds per ResNet-50 call on CPUs without bf16 instructions.
+        names = ("stock", "onednn", "jitfuse") if native_bf16() or args.full else ("onednn", "jitfuse")
+        model = build().to(torch.bfloat16)
+        variants = [make_variant(n, model, inputs, torch.bfloat16) for n in names]
+        check_outputs(variants, inputs, reference, min_cos=0.999)
     warmup, iters = args.warmup, args.iters
     if batch > 1:  # a call takes ~batch times longer; fewer calls keep the run short
         warmup, iters = max(3, warmup // 4), max(5, iters // 3)
-    return interleaved([baseline] + variants, inputs, warmup, iters)
+    medians = interleaved([baseline] + variants, inputs, warmup, iters)
+    if args.profile:
+        ours = next(v for v in variants if v.name == "jitfuse")
+        print_profile(f"{name} batch {batch} {dtype} jitfuse", *profile(ours, inputs))
+    return medians
 
 
 def main():
@@ -153,35 +248,39 @@ def main():
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--calibration", type=int, default=10, help="int8 calibration batches")
+    ap.add_argument("--profile", action="store_true", help="where one jitfuse call's time goes, per group")
     ap.add_argument("--full", action="store_true",
-                    help="also time stock bf16 variants (slow without bf16 instructions)")
+                    help="also time stock bf16 without the fuser where the CPU has no bf16 instructions (slow)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": "int8"}
+    print(cpu_line(), flush=True)
 
     rows = []
     for model_name in args.models.split(","):
         batches = args.batches or MODELS[model_name][2]
         for batch in [int(b) for b in batches.split(",")]:
             for dname in args.dtypes.split(","):
-                med = bench_model(model_name, batch, dtypes[dname], args)
-                base = med["stock fp32"]
+                med = bench_group(model_name, batch, dname, args)
+                base, anchor = med["stock fp32"], med.get(ANCHOR[dname])
                 for name, t in med.items():
                     if name == "stock fp32" and dname != "fp32":
                         continue  # shown in the fp32 row of the same batch
                     label = "stock" if name == "stock fp32" else name
-                    rows.append((model_name, batch, dname, label, t * 1e3, base / t))
+                    vs_anchor = anchor / t if anchor else float("nan")
+                    rows.append((model_name, batch, dname, label, t * 1e3, base / t, vs_anchor))
                 print(f"done {model_name} batch {batch} {dname}", file=sys.stderr, flush=True)
 
-    lines = ["| model | batch | dtype | variant | median ms | vs stock fp32 trace+freeze |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {m} | {b} | {d} | {v} | {ms:.1f} | {r:.2f}x |" for m, b, d, v, ms, r in rows]
+    lines = ["| model | batch | dtype | variant | median ms | vs stock fp32 trace+freeze | vs anchor |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {m} | {b} | {d} | {v} | {ms:.1f} | {r:.2f}x | {a:.2f}x |" for m, b, d, v, ms, r, a in rows]
     table = "\n".join(lines)
-    print(f"\n{args.threads} threads, torch {torch.__version__}, jitfuse {jitfuse.__version__}\n")
+    print(f"\n{cpu_line()}\n{args.threads} threads, torch {torch.__version__}, jitfuse {jitfuse.__version__}; "
+          f"anchor: the oneDNN fuser (fp32, bf16), stock int8 (int8)\n")
     print(table)
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "results.md"), "w") as f:
-        f.write(table + "\n")
+        f.write(cpu_line() + "\n\n" + table + "\n")
     chart(rows, os.path.join(RESULTS, "results.png"))
 
 
@@ -190,14 +289,14 @@ def chart(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = sorted({(m, b, d) for m, b, d, *_ in rows}, key=lambda g: (g[0], g[1], g[2] != "fp32"))
-    variants = ["stock", "ofi", "onednn", "jitfuse"]
+    groups = sorted({(m, b, d) for m, b, d, *_ in rows}, key=lambda g: (g[0], g[1], ["fp32", "bf16", "int8"].index(g[2])))
+    variants = ["stock", "ofi", "onednn", "stock-int8", "jitfuse"]
     width = 0.8 / len(variants)
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(groups)), 4))
     for i, v in enumerate(variants):
         xs, ys = [], []
         for j, g in enumerate(groups):
-            for m, b, d, name, ms, ratio in rows:
+            for m, b, d, name, ms, ratio, _ in rows:
                 if (m, b, d) == g and name == v:
                     xs.append(j + i * width)
                     ys.append(ratio)
@@ -206,6 +305,7 @@ def chart(rows, path):
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))])
     ax.set_xticklabels([f"{m}\nbs{b} {d}" for m, b, d in groups])
     ax.set_ylabel("speed vs stock fp32 trace+freeze (x)")
+    ax.set_title(cpu_line()[:90], fontsize=8)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

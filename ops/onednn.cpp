@@ -3,6 +3,7 @@
 #include "ops/allocator.h"
 
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 #include <c10/util/intrusive_ptr.h>
 
 #include <cmath>
@@ -457,3 +458,30 @@ void add_int8_args(std::unordered_map<int, dnnl::memory>& args, Int8Args& values
 }
 
 }  // namespace jitfuse::onednn
+
+namespace {
+
+// The instruction set oneDNN dispatches to on this CPU, in oneDNN's words (avx512_core_bf16, ...).
+std::string onednn_isa() {
+  using isa = dnnl::cpu_isa;
+  switch (dnnl::get_effective_cpu_isa()) {
+    case isa::sse41: return "sse41";
+    case isa::avx: return "avx";
+    case isa::avx2: return "avx2";
+    case isa::avx2_vnni: return "avx2_vnni";
+    case isa::avx2_vnni_2: return "avx2_vnni_2";
+    case isa::avx512_core: return "avx512_core";
+    case isa::avx512_core_vnni: return "avx512_core_vnni";
+    case isa::avx512_core_bf16: return "avx512_core_bf16";
+    case isa::avx512_core_fp16: return "avx512_core_fp16";
+    case isa::avx512_core_amx: return "avx512_core_amx";
+    case isa::avx512_core_amx_fp16: return "avx512_core_amx_fp16";
+    default: return "unknown";
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
+  m.def("_onednn_isa() -> str", []() { return onednn_isa(); });
+}

@@ -1,6 +1,8 @@
 // Transformer-block ops: residual add + LayerNorm in one pass over each row, scaled and masked
 // softmax (attention scores) on oneDNN binary + softmax, and the head-merge copy as one op.
+#include "ops/allocator.h"
 #include "ops/onednn.h"
+#include "ops/vec.h"
 
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -10,51 +12,58 @@ namespace {
 
 // ---- add_layernorm ---------------------------------------------------------------------------
 
-// Sums in 8 independent lanes so the compiler vectorizes the reductions.
-constexpr int64_t kLanes = 8;
-
-float lane_sum(const float* lanes) {
-  float s = 0.f;
-  for (int64_t l = 0; l < kLanes; ++l) s += lanes[l];
-  return s;
+// One row: sum = a + alpha * b kept in `scratch` (float32), its mean and variance, then the
+// normalized, scaled and shifted row in T. Vectors of 16, a scalar tail.
+template <class T>
+[[gnu::always_inline]] inline void add_layernorm_row(const T* a, const T* b, float alpha,
+                                                     const float* gamma, const float* beta,
+                                                     float eps, T* out, int64_t d, float* scratch) {
+  using namespace vec;
+  const int64_t body = d - d % kLanes;
+  Vec acc{};
+  for (int64_t j = 0; j < body; j += kLanes) {
+    const Vec x = load(a + j) + alpha * load(b + j);
+    store(scratch + j, x);
+    acc += x;
+  }
+  float total = sum(acc);
+  for (int64_t j = body; j < d; ++j) total += scratch[j] = widen(a[j]) + alpha * widen(b[j]);
+  const float mean = total / d;
+  Vec sq{};
+  for (int64_t j = 0; j < body; j += kLanes) {
+    const Vec x = load(scratch + j) - mean;
+    sq += x * x;
+  }
+  float var = sum(sq);
+  for (int64_t j = body; j < d; ++j) var += (scratch[j] - mean) * (scratch[j] - mean);
+  const float rstd = 1.f / std::sqrt(var / d + eps);
+  for (int64_t j = 0; j < body; j += kLanes) {
+    Vec y = (load(scratch + j) - mean) * rstd;
+    if (gamma) y *= load(gamma + j);
+    if (beta) y += load(beta + j);
+    store(out + j, y);
+  }
+  for (int64_t j = body; j < d; ++j) {
+    float y = (scratch[j] - mean) * rstd;
+    if (gamma) y *= gamma[j];
+    if (beta) y += beta[j];
+    narrow(out + j, y);
+  }
 }
 
-template <typename T>
-void add_layernorm_rows(const T* a, const T* b, float alpha, const float* gamma, const float* beta,
-                        float eps, T* out, int64_t rows, int64_t d) {
-  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
-    std::vector<float> sum(d);
-    for (int64_t r = begin; r < end; ++r) {
-      const T* ar = a + r * d;
-      const T* br = b + r * d;
-      float acc[kLanes] = {};
-      const int64_t body = d - d % kLanes;
-      for (int64_t j = 0; j < body; j += kLanes)
-        for (int64_t l = 0; l < kLanes; ++l) {
-          sum[j + l] = static_cast<float>(ar[j + l]) + alpha * static_cast<float>(br[j + l]);
-          acc[l] += sum[j + l];
-        }
-      float total = lane_sum(acc);
-      for (int64_t j = body; j < d; ++j) {
-        sum[j] = static_cast<float>(ar[j]) + alpha * static_cast<float>(br[j]);
-        total += sum[j];
-      }
-      const float mean = total / d;
-      float sq[kLanes] = {};
-      for (int64_t j = 0; j < body; j += kLanes)
-        for (int64_t l = 0; l < kLanes; ++l) sq[l] += (sum[j + l] - mean) * (sum[j + l] - mean);
-      float var = lane_sum(sq);
-      for (int64_t j = body; j < d; ++j) var += (sum[j] - mean) * (sum[j] - mean);
-      const float rstd = 1.f / std::sqrt(var / d + eps);
-      T* o = out + r * d;
-      for (int64_t j = 0; j < d; ++j) {
-        float y = (sum[j] - mean) * rstd;
-        if (gamma) y = y * gamma[j];
-        if (beta) y = y + beta[j];
-        o[j] = static_cast<T>(y);
-      }
-    }
-  });
+JITFUSE_CLONES
+void add_layernorm_rows(const float* a, const float* b, float alpha, const float* gamma,
+                        const float* beta, float eps, float* out, int64_t begin, int64_t end,
+                        int64_t d, float* scratch) {
+  for (int64_t r = begin; r < end; ++r)
+    add_layernorm_row(a + r * d, b + r * d, alpha, gamma, beta, eps, out + r * d, d, scratch);
+}
+JITFUSE_CLONES
+void add_layernorm_rows(const vec::bf16* a, const vec::bf16* b, float alpha, const float* gamma,
+                        const float* beta, float eps, vec::bf16* out, int64_t begin, int64_t end,
+                        int64_t d, float* scratch) {
+  for (int64_t r = begin; r < end; ++r)
+    add_layernorm_row(a + r * d, b + r * d, alpha, gamma, beta, eps, out + r * d, d, scratch);
 }
 
 // layer_norm(a + alpha * b) over the trailing `normalized_shape` dims, the sum never stored.
@@ -78,15 +87,21 @@ at::Tensor add_layernorm(const at::Tensor& a, const at::Tensor& b, const at::Sca
   };
   at::Tensor gamma = params(weight), beta = params(bias);
   at::Tensor ac = a.contiguous(), bc = b.contiguous();
-  at::Tensor out = at::empty_like(ac, at::MemoryFormat::Contiguous);
+  at::Tensor out = memory::empty(ac.sizes(), ac.options());
   if (out.numel() == 0) return out;
   const int64_t rows = ac.numel() / d;
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, ac.scalar_type(), "jitfuse_add_layernorm", [&] {
-    add_layernorm_rows<scalar_t>(ac.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(),
-                                 static_cast<float>(alpha.toDouble()),
-                                 gamma.defined() ? gamma.data_ptr<float>() : nullptr,
-                                 beta.defined() ? beta.data_ptr<float>() : nullptr,
-                                 static_cast<float>(eps), out.data_ptr<scalar_t>(), rows, d);
+  const float* g = gamma.defined() ? gamma.data_ptr<float>() : nullptr;
+  const float* be = beta.defined() ? beta.data_ptr<float>() : nullptr;
+  const auto alpha_f = static_cast<float>(alpha.toDouble()), eps_f = static_cast<float>(eps);
+  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / d), [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(d);
+    if (ac.scalar_type() == at::kFloat)
+      add_layernorm_rows(ac.data_ptr<float>(), bc.data_ptr<float>(), alpha_f, g, be, eps_f,
+                         out.data_ptr<float>(), begin, end, d, scratch.data());
+    else
+      add_layernorm_rows(reinterpret_cast<const vec::bf16*>(ac.data_ptr()),
+                         reinterpret_cast<const vec::bf16*>(bc.data_ptr()), alpha_f, g, be, eps_f,
+                         reinterpret_cast<vec::bf16*>(out.data_ptr()), begin, end, d, scratch.data());
   });
   return out;
 }

@@ -2,6 +2,7 @@
 
 #include "ops/allocator.h"
 #include "ops/onednn.h"
+#include "ops/vec.h"
 
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -14,41 +15,15 @@
 namespace jitfuse::winograd {
 namespace {
 
-constexpr int64_t kLanes = 16;      // channels per vector step
+using vec::bf16;
+using vec::kLanes;  // channels per vector step
+using vec::load;
+using vec::store;
+using vec::Vec;
 constexpr int64_t kPositions = 16;  // a 4x4 transformed tile: one GEMM per position
 // Tiles per chunk: the transformed inputs and products of a chunk (16 x rows x channels each)
 // stay in the caches between the three steps.
 constexpr int64_t kChunkBytes = int64_t{16} << 20;
-
-// 16 floats; GCC compiles the arithmetic to one AVX-512, two AVX2 or four SSE instructions per
-// operation in the matching clone of each function below. bfloat16 data is widened on load and
-// rounded (to nearest even) on store; all arithmetic is float32.
-using Vec = float __attribute__((vector_size(kLanes * sizeof(float))));
-using Bits = uint32_t __attribute__((vector_size(kLanes * sizeof(uint32_t))));
-using Halves = uint16_t __attribute__((vector_size(kLanes * sizeof(uint16_t))));
-using bf16 = uint16_t;  // bfloat16 storage
-
-[[gnu::always_inline]] inline Vec load(const float* p) {
-  Vec v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-[[gnu::always_inline]] inline void store(float* p, Vec v) { std::memcpy(p, &v, sizeof v); }
-[[gnu::always_inline]] inline Vec load(const bf16* p) {
-  Halves h;
-  std::memcpy(&h, p, sizeof h);
-  const Bits b = __builtin_convertvector(h, Bits) << 16;
-  Vec v;
-  std::memcpy(&v, &b, sizeof v);
-  return v;
-}
-[[gnu::always_inline]] inline void store(bf16* p, Vec v) {
-  Bits b;
-  std::memcpy(&b, &v, sizeof b);
-  b += 0x7FFF + ((b >> 16) & 1);
-  const Halves h = __builtin_convertvector(b >> 16, Halves);
-  std::memcpy(p, &h, sizeof h);
-}
 
 // Where the 2x2 output tiles lie: tile t is (n, th, tw) in row-major order.
 struct Tiling {
@@ -95,12 +70,12 @@ template <class T>
   }
 }
 
-[[gnu::target_clones("avx512f", "avx2", "default")]]
+JITFUSE_CLONES
 void transform_input(const float* x, const Tiling& t, int64_t first, int64_t begin, int64_t end,
                      int64_t rows, float* v) {
   transform_input_rows(x, t, first, begin, end, rows, v);
 }
-[[gnu::target_clones("avx512f", "avx2", "default")]]
+JITFUSE_CLONES
 void transform_input(const bf16* x, const Tiling& t, int64_t first, int64_t begin, int64_t end,
                      int64_t rows, bf16* v) {
   transform_input_rows(x, t, first, begin, end, rows, v);
@@ -147,12 +122,12 @@ template <class T>
   }
 }
 
-[[gnu::target_clones("avx512f", "avx2", "default")]]
+JITFUSE_CLONES
 void transform_output(const float* m, const float* bias, const Tiling& t, int64_t first,
                       int64_t begin, int64_t end, int64_t rows, float sum_alpha, bool relu, float* y) {
   transform_output_rows(m, bias, t, first, begin, end, rows, sum_alpha, relu, y);
 }
-[[gnu::target_clones("avx512f", "avx2", "default")]]
+JITFUSE_CLONES
 void transform_output(const float* m, const float* bias, const Tiling& t, int64_t first,
                       int64_t begin, int64_t end, int64_t rows, float sum_alpha, bool relu, bf16* y) {
   transform_output_rows(m, bias, t, first, begin, end, rows, sum_alpha, relu, y);

@@ -4,6 +4,8 @@
 // constant weights followed by a split, so what follows sees the same tensors.
 #include "passes/rewrite.h"
 
+#include <ATen/ops/cat.h>
+#include <ATen/ops/zeros.h>
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/passes/constant_propagation.h>
 

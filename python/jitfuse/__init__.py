@@ -58,6 +58,12 @@ def is_pattern_enabled(name: str) -> bool:
     return bool(_ops._is_pattern_enabled(name))
 
 
+def onednn_isa() -> str:
+    """The instruction set oneDNN dispatches to on this CPU ("avx2", "avx512_core_bf16",
+    "avx512_core_amx", ...): what decides which kernels jitfuse's ops run."""
+    return str(_ops._onednn_isa())
+
+
 def set_winograd_enabled(enabled: bool) -> None:
     """Compute eligible float32 3x3 stride-1 convolutions with Winograd F(2x2, 3x3) (on by default;
     JITFUSE_WINOGRAD=0 starts it off). Off: oneDNN's direct convolution, bit for bit as before."""
@@ -80,4 +86,4 @@ from . import quantization  # noqa: E402  (needs the library loaded)
 from .quantization import QuantConf  # noqa: E402
 
 __all__ = ["optimize", "quantization", "QuantConf", "set_enabled", "is_enabled", "patterns", "set_pattern_enabled", "is_pattern_enabled",
-           "set_winograd_enabled", "is_winograd_enabled", "__version__"]
+           "set_winograd_enabled", "is_winograd_enabled", "onednn_isa", "__version__"]
