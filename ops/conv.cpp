@@ -165,7 +165,7 @@ at::Tensor conv_forward(const ConvParams& p, const at::Tensor& input, const at::
                                         : bias_opt->contiguous();
   const auto epilogue = winograd_epilogue(post);
   const bool winograd = epilogue && input.dim() == 4 &&
-                        winograd::serves(p.compute_type, weight, p.stride, p.dilation, p.groups);
+                        winograd::serves(p.compute_type, weight, p.out_sizes, p.stride, p.dilation, p.groups);
   const auto conv = winograd ? nullptr : conv_primitive(p, input, weight, bias, post);
 
   // Write straight into a torch tensor when the kernel's layout is a torch one; else into a buffer.

@@ -230,10 +230,11 @@ std::atomic<bool>& enabled_flag() {
 void set_enabled(bool enabled) { enabled_flag() = enabled; }
 bool is_enabled() { return enabled_flag(); }
 
-bool serves(at::ScalarType compute_type, const at::Tensor& weight, at::IntArrayRef stride,
-            at::IntArrayRef dilation, int64_t groups) {
+bool serves(at::ScalarType compute_type, const at::Tensor& weight, at::IntArrayRef out_sizes,
+            at::IntArrayRef stride, at::IntArrayRef dilation, int64_t groups) {
   if (!is_enabled() || (compute_type != at::kFloat && compute_type != at::kBFloat16) ||
-      weight.dim() != 4 || groups != 1 || weight.size(2) != 3 || weight.size(3) != 3)
+      weight.dim() != 4 || out_sizes.size() != 4 || groups != 1 || weight.size(2) != 3 ||
+      weight.size(3) != 3)
     return false;
   for (int64_t s : stride) if (s != 1) return false;
   for (int64_t d : dilation) if (d != 1) return false;
@@ -243,7 +244,10 @@ bool serves(at::ScalarType compute_type, const at::Tensor& weight, at::IntArrayR
   // transforms are not, from 128). With AMX, oneDNN's direct bfloat16 kernels are faster still.
   const int64_t narrowest = compute_type == at::kFloat ? 64 : 128;
   if (compute_type == at::kBFloat16 && onednn::has_amx()) return false;
-  return C % kLanes == 0 && K % kLanes == 0 && C >= narrowest && K >= narrowest;
+  // The transformed weights are 16/9 the size of the filter: a call with few output pixels (a
+  // 7x7 layer at batch 1) spends more time reading them than it saves in multiplications.
+  const int64_t pixels = out_sizes[0] * out_sizes[2] * out_sizes[3];
+  return C % kLanes == 0 && K % kLanes == 0 && C >= narrowest && K >= narrowest && pixels >= 128;
 }
 
 void conv2d_3x3(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,

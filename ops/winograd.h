@@ -14,8 +14,8 @@ namespace jitfuse::winograd {
 // Whether Winograd computes this convolution here, and faster than oneDNN's direct kernel:
 // computed in float32 or (native) bfloat16, 2-D, 3x3 kernel, stride 1, dilation 1, one group,
 // channel counts multiples of 16 and shapes where the measured gain is real.
-bool serves(at::ScalarType compute_type, const at::Tensor& weight, at::IntArrayRef stride,
-            at::IntArrayRef dilation, int64_t groups);
+bool serves(at::ScalarType compute_type, const at::Tensor& weight, at::IntArrayRef out_sizes,
+            at::IntArrayRef stride, at::IntArrayRef dilation, int64_t groups);
 
 // out = relu?(conv(input, weight) + bias + sum_alpha * out), NHWC. `input` is channels_last in
 // the compute type (float32 or bfloat16; bfloat16 GEMMs accumulate in float32); `out` a
