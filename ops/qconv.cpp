@@ -3,6 +3,7 @@
 // qconv2d[_relu|_sum|_sum_relu]; the schemas are at the bottom.
 #include "ops/onednn.h"
 
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <cstring>
@@ -98,7 +99,11 @@ at::Tensor qconv2d_forward(const at::Tensor& qx, const at::Tensor& qw,
   if (other.defined()) post.push_back({PostOp::binary_add, {}, 0.f, 0.f, onednn::plain_desc(other)});
   if (int8_sum) {
     const at::Tensor integers = other_in.contiguous(at::MemoryFormat::ChannelsLast);
-    std::memcpy(dst.data_ptr(), integers.data_ptr(), integers.nbytes());
+    const auto* from = static_cast<const char*>(integers.data_ptr());
+    auto* to = static_cast<char*>(dst.data_ptr());
+    at::parallel_for(0, integers.nbytes(), 1 << 16, [&](int64_t begin, int64_t end) {
+      std::memcpy(to + begin, from + begin, end - begin);
+    });
     post.push_back({PostOp::sum, {}, static_cast<float>(other_in.q_scale()), 0.f, {},
                     static_cast<int32_t>(other_in.q_zero_point()), onednn::data_type(other_in.scalar_type())});
   }

@@ -225,6 +225,16 @@ std::atomic<bool>& enabled_flag() {
   return on;
 }
 
+// JITFUSE_WINOGRAD=all: wherever Winograd computes the convolution, even where it is measured to
+// be slower (for measuring it on a new CPU, and for tests on small shapes).
+bool everywhere() {
+  static const bool all = [] {
+    const char* v = std::getenv("JITFUSE_WINOGRAD");
+    return v && std::string(v) == "all";
+  }();
+  return all;
+}
+
 }  // namespace
 
 void set_enabled(bool enabled) { enabled_flag() = enabled; }
@@ -239,6 +249,7 @@ bool serves(at::ScalarType compute_type, const at::Tensor& weight, at::IntArrayR
   for (int64_t s : stride) if (s != 1) return false;
   for (int64_t d : dilation) if (d != 1) return false;
   const int64_t C = weight.size(1), K = weight.size(0);
+  if (everywhere()) return C % kLanes == 0 && K % kLanes == 0;
   // Narrower layers gain nothing: their GEMMs are too thin to run at the cores' peak (measured on
   // AVX-512: float32 gains from 64 channels, bfloat16, whose GEMMs are twice as fast while the
   // transforms are not, from 128). With AMX, oneDNN's direct bfloat16 kernels are faster still.
@@ -247,7 +258,11 @@ bool serves(at::ScalarType compute_type, const at::Tensor& weight, at::IntArrayR
   // The transformed weights are 16/9 the size of the filter: a call with few output pixels (a
   // 7x7 layer at batch 1) spends more time reading them than it saves in multiplications.
   const int64_t pixels = out_sizes[0] * out_sizes[2] * out_sizes[3];
-  return C % kLanes == 0 && K % kLanes == 0 && C >= narrowest && K >= narrowest && pixels >= 128;
+  // The transforms are memory-bound and the chunk GEMMs small: on 16 threads of an AMX Xeon the
+  // direct kernels scale 5x past 2 threads, Winograd 1.7x (0.3-0.6x direct's speed there).
+  const bool few_threads = at::get_num_threads() <= 4;
+  return C % kLanes == 0 && K % kLanes == 0 && C >= narrowest && K >= narrowest && pixels >= 128 &&
+         few_threads;
 }
 
 void conv2d_3x3(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,

@@ -24,7 +24,8 @@ bool serves(at::ScalarType compute_type, const at::Tensor& weight, at::IntArrayR
 void conv2d_3x3(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
                 at::IntArrayRef padding, float sum_alpha, bool relu, at::Tensor& out);
 
-// Turns the algorithm on or off for calls from now on (JITFUSE_WINOGRAD=0 starts it off).
+// Turns the algorithm on or off for calls from now on (JITFUSE_WINOGRAD=0 starts it off;
+// JITFUSE_WINOGRAD=all uses it wherever it computes the convolution, faster or not).
 void set_enabled(bool enabled);
 bool is_enabled();
 
