@@ -1,6 +1,7 @@
 #include "ops/onednn.h"
 
 #include "ops/allocator.h"
+#include "ops/quantize.h"
 
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -32,8 +33,6 @@ dnnl::memory::data_type data_type(at::ScalarType t) {
     case at::kByte: return dnnl::memory::data_type::u8;
     case at::kChar: return dnnl::memory::data_type::s8;
     case at::kInt: return dnnl::memory::data_type::s32;
-    case at::kQUInt8: return dnnl::memory::data_type::u8;
-    case at::kQInt8: return dnnl::memory::data_type::s8;
     default: TORCH_CHECK(false, "jitfuse: unsupported dtype ", t);
   }
 }
@@ -100,8 +99,8 @@ dnnl::primitive_attr make_attr(const PostOps& post_ops) {
   for (const auto& p : post_ops) {
     if (p.kind == PostOp::sum)
       ops.append_sum(p.alpha, p.zero_point, p.type);
-    else if (p.kind == PostOp::binary_add)
-      ops.append_binary(dnnl::algorithm::binary_add, p.other);
+    else if (p.kind == PostOp::binary)
+      ops.append_binary(p.alg, p.other);
     else
       ops.append_eltwise(p.alg, p.alpha, p.beta);
   }
@@ -182,8 +181,8 @@ class PrimitiveCache {
   std::unordered_map<Key, std::list<Entry>::iterator, KeyHash> index_;
 };
 
-// What jitfuse derives once from a constant weight: its layouts packed for primitives and, for an
-// int8 weight, whether oneDNN computes it exactly here and its scales as float32.
+// What jitfuse derives once from a constant weight: its layouts packed for primitives, transformed
+// copies, and for an int8 weight whether oneDNN computes it exactly here.
 struct WeightEntry {
   using Weak = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
   std::optional<Weak> owner;  // keeps the TensorImpl's address from being reused while cached
@@ -191,7 +190,6 @@ struct WeightEntry {
   int64_t version = -1;
   std::vector<std::pair<dnnl::memory::desc, at::Tensor>> layouts;
   std::optional<bool> int8_exact;
-  at::Tensor int8_scales;
   std::vector<std::pair<std::string, at::Tensor>> derived;
 
   bool still_describes(const at::Tensor& w) const {
@@ -318,57 +316,53 @@ at::Tensor buffer(const dnnl::memory::desc& md) {
 Int8Output int8_output(std::optional<at::ScalarType> dtype, double scale, int64_t zero_point,
                        const char* op) {
   if (!dtype) return {};
-  TORCH_CHECK(*dtype == at::kQUInt8 || *dtype == at::kQInt8, "jitfuse ", op,
-              ": output dtype must be torch.quint8 or torch.qint8, got ", *dtype);
+  TORCH_CHECK(quantize::is_int8_type(*dtype), "jitfuse ", op,
+              ": output dtype must be torch.uint8 or torch.int8, got ", *dtype);
   TORCH_CHECK(std::isfinite(scale) && scale > 0, "jitfuse ", op,
               ": output scale must be positive and finite, got ", scale);
-  const int64_t lo = *dtype == at::kQUInt8 ? 0 : -128, hi = *dtype == at::kQUInt8 ? 255 : 127;
+  const auto [lo, hi] = quantize::int8_range(*dtype);
   TORCH_CHECK(zero_point >= lo && zero_point <= hi, "jitfuse ", op, ": output zero point ",
               zero_point, " is out of range for ", *dtype);
   return {dtype, scale, zero_point};
 }
 
 at::Tensor new_output(at::IntArrayRef sizes, const Int8Output& out, at::MemoryFormat format) {
-  if (!out.dtype) return at::empty(sizes, at::TensorOptions().dtype(at::kFloat).memory_format(format));
-  return at::_empty_affine_quantized(sizes, at::TensorOptions().dtype(*out.dtype), out.scale,
-                                     out.zero_point, format);
+  return memory::empty(sizes, at::TensorOptions().dtype(out.dtype ? *out.dtype : at::kFloat), format);
 }
 
 at::Tensor as_output(const at::Tensor& y, const Int8Output& out) {
-  return out.dtype ? at::quantize_per_tensor(y, out.scale, out.zero_point, *out.dtype) : y;
+  return out.dtype ? quantize::per_tensor(y, out.scale, out.zero_point, *out.dtype) : y;
 }
 
 at::Tensor float_operand(const char* op, const at::Tensor& other) {
   TORCH_CHECK(other.device().is_cpu() && other.layout() == at::kStrided, "jitfuse ", op,
               ": expected a strided CPU tensor to add");
-  at::Tensor f = other.is_quantized() ? other.dequantize() : other;
-  TORCH_CHECK(f.scalar_type() == at::kFloat, "jitfuse ", op,
-              ": expected a float32 or quantized tensor to add, got ", f.scalar_type());
-  return f;
+  TORCH_CHECK(other.scalar_type() == at::kFloat, "jitfuse ", op,
+              ": expected a float32 tensor to add, got ", other.scalar_type());
+  return other;
 }
 
-void check_quantized_activation(const char* op, const at::Tensor& x) {
-  TORCH_CHECK(x.device().is_cpu(), "jitfuse ", op, ": expected a CPU tensor");
-  TORCH_CHECK(x.is_quantized() && (x.scalar_type() == at::kQUInt8 || x.scalar_type() == at::kQInt8),
-              "jitfuse ", op, ": expected a quint8 or qint8 activation, got ", x.scalar_type());
-  TORCH_CHECK(x.qscheme() == at::kPerTensorAffine, "jitfuse ", op,
-              ": expected a per-tensor affine activation, got ", toString(x.qscheme()));
+void check_int8_activation(const char* op, const at::Tensor& x, double scale, int64_t zero_point) {
+  TORCH_CHECK(x.device().is_cpu() && x.layout() == at::kStrided, "jitfuse ", op,
+              ": expected a strided CPU tensor");
+  TORCH_CHECK(quantize::is_int8_type(x.scalar_type()), "jitfuse ", op,
+              ": expected a uint8 or int8 activation, got ", x.scalar_type());
+  TORCH_CHECK(std::isfinite(scale) && scale > 0, "jitfuse ", op,
+              ": activation scale must be positive and finite, got ", scale);
+  const auto [lo, hi] = quantize::int8_range(x.scalar_type());
+  TORCH_CHECK(zero_point >= lo && zero_point <= hi, "jitfuse ", op, ": activation zero point ",
+              zero_point, " is out of range for ", x.scalar_type());
 }
 
-void check_quantized_weight(const char* op, const at::Tensor& w) {
-  TORCH_CHECK(w.device().is_cpu(), "jitfuse ", op, ": expected a CPU weight");
-  TORCH_CHECK(w.is_quantized() && w.scalar_type() == at::kQInt8, "jitfuse ", op,
-              ": expected a qint8 weight, got ", w.scalar_type());
+void check_int8_weight(const char* op, const at::Tensor& w, const at::Tensor& scales) {
+  TORCH_CHECK(w.device().is_cpu() && w.scalar_type() == at::kChar, "jitfuse ", op,
+              ": expected an int8 CPU weight, got ", w.scalar_type());
   TORCH_CHECK(w.is_contiguous(), "jitfuse ", op, ": expected a contiguous weight");
-  if (w.qscheme() == at::kPerTensorAffine || w.qscheme() == at::kPerTensorSymmetric) return;
-  TORCH_CHECK(per_channel(w),
-              "jitfuse ", op, ": unsupported weight quantization ", toString(w.qscheme()));
-  TORCH_CHECK(w.q_per_channel_axis() == 0, "jitfuse ", op,
-              ": expected weight scales along dim 0 (output channels), got axis ",
-              w.q_per_channel_axis());
+  TORCH_CHECK(scales.device().is_cpu() && scales.scalar_type() == at::kFloat &&
+                  (scales.numel() == 1 || (scales.numel() == w.size(0) && scales.size(0) == w.size(0))),
+              "jitfuse ", op, ": expected 1 or ", w.size(0), " float32 weight scales (one per output "
+              "channel), got ", scales.scalar_type(), " ", scales.sizes());
 }
-
-namespace {
 
 bool has_vnni() {
   using isa = dnnl::cpu_isa;
@@ -383,28 +377,20 @@ bool has_vnni() {
   return vnni;
 }
 
-}  // namespace
-
 bool has_amx() {
   const auto amx_bits = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_amx);  // ISAs are bit sets
   static const bool amx = (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & amx_bits) == amx_bits;
   return amx;
 }
 
-bool per_channel(const at::Tensor& qw) {
-  return qw.qscheme() == at::kPerChannelAffine || qw.qscheme() == at::kPerChannelSymmetric;
-}
+bool per_channel(const at::Tensor& weight_scales) { return weight_scales.numel() > 1; }
 
 bool int8_weight_exact(const at::Tensor& qw) {
+  if (has_vnni()) return true;
   std::lock_guard<std::mutex> lock(weight_mu());
   auto& entry = weight_entry(qw);
-  if (!entry.int8_exact) {
-    TORCH_CHECK(per_channel(qw) ? qw.q_per_channel_zero_points().eq(0).all().item<bool>()
-                                : qw.q_zero_point() == 0,
-                "jitfuse: expected a symmetric int8 weight (zero points 0)");
-    const auto ints = qw.int_repr();
-    entry.int8_exact = has_vnni() || (ints.min().item<int>() >= -64 && ints.max().item<int>() <= 64);
-  }
+  if (!entry.int8_exact)
+    entry.int8_exact = qw.numel() == 0 || (qw.min().item<int>() >= -64 && qw.max().item<int>() <= 64);
   return *entry.int8_exact;
 }
 
@@ -428,23 +414,15 @@ dnnl::memory scalar_memory(T* value, dnnl::memory::data_type type) {
 
 }  // namespace
 
-void add_int8_args(std::unordered_map<int, dnnl::memory>& args, Int8Args& values,
-                   const at::Tensor& qsrc, const at::Tensor& qweight, const Int8Output& out) {
+void add_int8_args(std::unordered_map<int, dnnl::memory>& args, Int8Args& values, double src_scale,
+                   int64_t src_zero_point, const at::Tensor& weight_scales, const Int8Output& out) {
   using dt = dnnl::memory::data_type;
-  values.src_scale = static_cast<float>(qsrc.q_scale());
+  values.src_scale = static_cast<float>(src_scale);
   args.emplace(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, scalar_memory(&values.src_scale, dt::f32));
-  values.src_zero_point = static_cast<int32_t>(qsrc.q_zero_point());
+  values.src_zero_point = static_cast<int32_t>(src_zero_point);
   if (values.src_zero_point != 0)
     args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, scalar_memory(&values.src_zero_point, dt::s32));
-  {
-    std::lock_guard<std::mutex> lock(weight_mu());  // converted once per weight
-    auto& entry = weight_entry(qweight);
-    if (!entry.int8_scales.defined())
-      entry.int8_scales = per_channel(qweight)
-                              ? qweight.q_per_channel_scales().to(at::kFloat).contiguous()
-                              : at::full({1}, qweight.q_scale(), at::TensorOptions().dtype(at::kFloat));
-    values.weight_scales = entry.int8_scales;
-  }
+  values.weight_scales = weight_scales.reshape({-1}).contiguous();
   args.emplace(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
                dnnl::memory({{values.weight_scales.numel()}, dt::f32, dnnl::memory::format_tag::a},
                             engine(), values.weight_scales.data_ptr()));
@@ -484,4 +462,6 @@ std::string onednn_isa() {
 
 TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
   m.def("_onednn_isa() -> str", []() { return onednn_isa(); });
+  // The int8 weight width oneDNN computes exactly here (jitfuse.quantization writes it).
+  m.def("_int8_weight_bits() -> int", []() -> int64_t { return jitfuse::onednn::has_vnni() ? 8 : 7; });
 }

@@ -48,10 +48,10 @@ dnnl::memory as_layout(const at::Tensor& t, const dnnl::memory::desc& md, at::Te
 
 // A post-op list, in order (oneDNN applies them to the accumulator).
 struct PostOp {
-  enum Kind { sum, eltwise, binary_add } kind;
-  dnnl::algorithm alg = dnnl::algorithm::undef;  // eltwise only
+  enum Kind { sum, eltwise, binary } kind;
+  dnnl::algorithm alg = dnnl::algorithm::undef;  // eltwise / binary algorithm
   float alpha = 0.f, beta = 0.f;                 // eltwise parameters; alpha is the scale of a sum
-  dnnl::memory::desc other = {};                 // binary_add: the tensor added (a call argument)
+  dnnl::memory::desc other = {};                 // binary: the other operand (a call argument)
   // sum of an int8 tensor already in dst: alpha * (value - zero_point), the value of type `type`
   int32_t zero_point = 0;
   dnnl::memory::data_type type = dnnl::memory::data_type::undef;
@@ -135,50 +135,52 @@ bool native_bf16();
 // A byte buffer of `md`'s size (scratchpads, blocked intermediates).
 at::Tensor buffer(const dnnl::memory::desc& md);
 
-// ---- int8: quantized torch tensors in and out of oneDNN primitives ----
+// ---- int8: plain uint8/int8 tensors (values, with scale and zero point beside them) ----------
 
-// What an int8 op returns: a quantized tensor (quint8 or qint8, per-tensor affine) or float32.
+// What an int8 op returns: uint8/int8 values of one scale and zero point, or float32.
 struct Int8Output {
-  std::optional<at::ScalarType> dtype;  // kQUInt8 / kQInt8; nullopt: float32
+  std::optional<at::ScalarType> dtype;  // kByte / kChar; nullopt: float32
   double scale = 1.0;
   int64_t zero_point = 0;
 };
 Int8Output int8_output(std::optional<at::ScalarType> dtype, double scale, int64_t zero_point,
                        const char* op);
-// An empty result of `sizes` in `format`, quantized as `out` says or float32.
+// An empty result of `sizes` in `format`, of `out`'s dtype or float32.
 at::Tensor new_output(at::IntArrayRef sizes, const Int8Output& out, at::MemoryFormat format);
 // A float32 result `y` as the op returns it: quantized as `out` says, or `y` itself.
 at::Tensor as_output(const at::Tensor& y, const Int8Output& out);
-// The tensor a sum post-op adds, as float32 (dequantized when it is quantized). `op` names the
-// op in messages.
+// The float32 tensor a sum adds: `other` itself, checked (`op` names the op in messages).
 at::Tensor float_operand(const char* op, const at::Tensor& other);
 
-// The checks of an int8 op's activation (a per-tensor affine quint8/qint8 CPU tensor) and weight
-// (a contiguous qint8 tensor, per-tensor or per-channel along dim 0, symmetric).
-void check_quantized_activation(const char* op, const at::Tensor& x);
-void check_quantized_weight(const char* op, const at::Tensor& w);
+// The checks of an int8 op's activation (a uint8/int8 strided CPU tensor, its scale positive and
+// finite, its zero point in range) and weight (a contiguous int8 CPU tensor with 1 or size(0)
+// float scales, symmetric; scales of any shape that lists them along dim 0: [N], [N, 1, 1, 1]).
+void check_int8_activation(const char* op, const at::Tensor& x, double scale, int64_t zero_point);
+void check_int8_weight(const char* op, const at::Tensor& w, const at::Tensor& scales);
 
 // Whether an int8 weight has one scale per output channel (else one per tensor).
-bool per_channel(const at::Tensor& qw);
+bool per_channel(const at::Tensor& weight_scales);
 
 // Whether oneDNN's int8 kernels compute `qw` exactly on this CPU. Without VNNI they multiply
 // u8 x s8 pairs into saturating int16, which is exact only for weights in [-64, 64]
-// (jitfuse.quantization writes [-63, 63]). Checks the zero points too (all 0). Memoized with
-// the weight's prepacked layouts (same identity and version rules).
+// (jitfuse.quantization writes 7-bit weights there). Memoized with the weight's prepacked
+// layouts (same identity and version rules).
 bool int8_weight_exact(const at::Tensor& qw);
+// Whether oneDNN computes full 8-bit weights exactly here (VNNI or AMX).
+bool has_vnni();
 
 // Scales and zero points as oneDNN attributes: source per tensor (a zero point only when it is
 // not 0), weight per output channel (`weight_mask`) or per tensor, output per tensor.
 void set_int8_attr(dnnl::primitive_attr& attr, int weight_mask, bool src_zero_point,
                    const Int8Output& out);
 // The matching runtime arguments. `Int8Args` holds the scalars they point to: keep it alive
-// until the primitive ran. The weight scales are converted once per weight.
+// until the primitive ran.
 struct Int8Args {
   float src_scale = 1.f, dst_scale = 1.f;
   int32_t src_zero_point = 0, dst_zero_point = 0;
   at::Tensor weight_scales;
 };
-void add_int8_args(std::unordered_map<int, dnnl::memory>& args, Int8Args& values,
-                   const at::Tensor& qsrc, const at::Tensor& qweight, const Int8Output& out);
+void add_int8_args(std::unordered_map<int, dnnl::memory>& args, Int8Args& values, double src_scale,
+                   int64_t src_zero_point, const at::Tensor& weight_scales, const Int8Output& out);
 
 }  // namespace jitfuse::onednn

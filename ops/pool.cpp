@@ -1,9 +1,11 @@
 // Pooling on oneDNN, in the layout it is given (NHWC between fused convs): max_pool2d (float32,
 // bfloat16), the global adaptive_avg_pool2d of a classifier head, and int8 max pooling
-// (qmax_pool2d: max commutes with the affine map, so it runs on the stored integers; the result is
-// requantized only when the graph asked for other quantization parameters). Schemas at the bottom.
+// (qmax_pool2d: max commutes with the affine map, so it runs on the uint8/int8 values; the result
+// is requantized only when the graph asked for other quantization parameters). Schemas at the
+// bottom.
 #include "ops/allocator.h"
 #include "ops/onednn.h"
+#include "ops/quantize.h"
 
 #include <torch/library.h>
 
@@ -104,19 +106,19 @@ at::Tensor adaptive_avg_pool2d(const at::Tensor& x, at::IntArrayRef output_size)
   return dst;
 }
 
-at::Tensor qmax_pool2d(const at::Tensor& qx, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                       at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode,
-                       double out_scale, int64_t out_zero_point, at::ScalarType out_dtype) {
-  onednn::check_quantized_activation("qmax_pool2d", qx);
+at::Tensor qmax_pool2d(const at::Tensor& qx, double x_scale, int64_t x_zero_point,
+                       at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                       at::IntArrayRef dilation, bool ceil_mode, double out_scale,
+                       int64_t out_zero_point, at::ScalarType out_dtype) {
+  onednn::check_int8_activation("qmax_pool2d", qx, x_scale, x_zero_point);
   const auto out = onednn::int8_output(out_dtype, out_scale, out_zero_point, "qmax_pool2d");
   const auto g = max_pool_geometry("qmax_pool2d", qx, kernel_size, stride, padding, dilation, ceil_mode);
-  const at::Tensor src = qx.contiguous(at::MemoryFormat::ChannelsLast);
-  at::Tensor dst = at::_empty_affine_quantized(g.out_sizes, qx.options(), qx.q_scale(),
-                                               qx.q_zero_point(), at::MemoryFormat::ChannelsLast);
+  const at::Tensor src = onednn::to_channels_last(qx);
+  at::Tensor dst = memory::empty(g.out_sizes, qx.options(), at::MemoryFormat::ChannelsLast);
   if (dst.numel() > 0) pool(dnnl::algorithm::pooling_max, src, dst, g);
-  if (*out.dtype == qx.scalar_type() && out.scale == qx.q_scale() && out.zero_point == qx.q_zero_point())
+  if (*out.dtype == qx.scalar_type() && out.scale == x_scale && out.zero_point == x_zero_point)
     return dst;
-  return onednn::as_output(dst.dequantize(), out);
+  return onednn::as_output(quantize::dequantize(dst, x_scale, x_zero_point), out);
 }
 
 }  // namespace
@@ -128,11 +130,10 @@ TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
         torch::dispatch(cpu, TORCH_FN(max_pool2d)));
   m.def("adaptive_avg_pool2d(Tensor self, int[2] output_size) -> Tensor",
         torch::dispatch(cpu, TORCH_FN(adaptive_avg_pool2d)));
-  // No dispatch key: a quantized tensor in; the kernel checks it itself.
-  m.def("qmax_pool2d(Tensor qx, int[2] kernel_size, int[2] stride, int[2] padding, "
-        "int[2] dilation, bool ceil_mode, float out_scale, int out_zero_point, "
+  m.def("qmax_pool2d(Tensor qx, float x_scale, int x_zero_point, int[2] kernel_size, int[2] stride, "
+        "int[2] padding, int[2] dilation, bool ceil_mode, float out_scale, int out_zero_point, "
         "ScalarType out_dtype) -> Tensor",
-        TORCH_FN(qmax_pool2d));
+        torch::dispatch(cpu, TORCH_FN(qmax_pool2d)));
 }
 
 }  // namespace jitfuse

@@ -1,7 +1,10 @@
-// int8 convolutions: quantized activation and per-channel qint8 weight in, float32 or quantized
-// out, with relu and sum (an added tensor) as post-ops. One oneDNN int8 convolution serves
-// qconv2d[_relu|_sum|_sum_relu]; the schemas are at the bottom.
+// int8 convolutions: a uint8/int8 activation (with its scale and zero point) and an int8 weight
+// (one scale per output channel) in, float32 or uint8/int8 out, with relu and sum (an added
+// tensor) as post-ops. One oneDNN int8 convolution serves qconv2d[_relu|_sum|_sum_relu]; the
+// schemas are at the bottom.
+#include "ops/allocator.h"
 #include "ops/onednn.h"
+#include "ops/quantize.h"
 
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -14,6 +17,7 @@ namespace {
 using onednn::Int8Output;
 using onednn::PostOp;
 using onednn::PostOps;
+using dnnl::algorithm;
 
 using QConvPrimitive = onednn::Primitive<dnnl::convolution_forward>;
 
@@ -28,11 +32,30 @@ struct QConvParams {
   int64_t groups;
 };
 
-QConvParams check_qconv(const at::Tensor& qx, const at::Tensor& qw, const at::Tensor& bias,
-                        at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                        int64_t groups) {
-  onednn::check_quantized_activation("qconv2d", qx);
-  onednn::check_quantized_weight("qconv2d", qw);
+// The activation: values, scale, zero point.
+struct QInput {
+  const at::Tensor& values;
+  double scale;
+  int64_t zero_point;
+};
+
+// What the sum adds: an int8 tensor with its scale and zero point, or a float32 one (no scale).
+struct QOther {
+  at::Tensor values;
+  std::optional<double> scale;
+  int64_t zero_point = 0;
+  bool defined() const { return values.defined(); }
+  at::Tensor as_float() const {
+    return scale ? quantize::dequantize(values, *scale, zero_point) : onednn::float_operand("qconv2d_sum", values);
+  }
+};
+
+QConvParams check_qconv(const QInput& x, const at::Tensor& qw, const at::Tensor& scales,
+                        const at::Tensor& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                        at::IntArrayRef dilation, int64_t groups) {
+  const at::Tensor& qx = x.values;
+  onednn::check_int8_activation("qconv2d", qx, x.scale, x.zero_point);
+  onednn::check_int8_weight("qconv2d", qw, scales);
   TORCH_CHECK(qx.dim() == 4, "jitfuse qconv2d: expected a 4-D input, got ", qx.dim(), "-D");
   TORCH_CHECK(qw.dim() == 4, "jitfuse qconv2d: expected a 4-D weight, got ", qw.dim(), "-D");
   TORCH_CHECK(groups > 0 && qw.size(0) % groups == 0, "jitfuse qconv2d: out_channels (", qw.size(0),
@@ -58,27 +81,25 @@ QConvParams check_qconv(const at::Tensor& qx, const at::Tensor& qw, const at::Te
 }
 
 // Everything in channels_last: oneDNN's int8 kernels work on NHWC.
-at::Tensor qconv2d_forward(const at::Tensor& qx, const at::Tensor& qw,
+at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tensor& weight_scales,
                            const std::optional<at::Tensor>& bias_opt, at::IntArrayRef stride,
                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                           const at::Tensor& other_in, bool relu, const Int8Output& out) {
+                           const QOther& other_in, bool relu, const Int8Output& out) {
   const at::Tensor bias = bias_opt ? *bias_opt : at::Tensor();
-  const auto p = check_qconv(qx, qw, bias, stride, padding, dilation, groups);
+  const auto p = check_qconv(x, qw, weight_scales, bias, stride, padding, dilation, groups);
   const bool exact = onednn::int8_weight_exact(qw);
   // An int8 operand of an int8 result is added inside the kernel: its integers are copied into
   // the output and oneDNN's sum post-op reads them with their scale and zero point.
-  const bool int8_sum = exact && out.dtype && other_in.defined() && other_in.is_quantized() &&
-                        other_in.qscheme() == at::kPerTensorAffine && other_in.device().is_cpu() &&
-                        (other_in.scalar_type() == at::kQUInt8 || other_in.scalar_type() == at::kQInt8) &&
-                        other_in.sizes() == at::IntArrayRef(p.out_sizes);
-  at::Tensor other = other_in.defined() && !int8_sum ? onednn::float_operand("qconv2d_sum", other_in)
-                                                     : at::Tensor();
+  const bool int8_sum = exact && out.dtype && other_in.defined() && other_in.scale &&
+                        other_in.values.sizes() == at::IntArrayRef(p.out_sizes);
+  at::Tensor other = other_in.defined() && !int8_sum ? other_in.as_float() : at::Tensor();
   if (!exact || (other.defined() && other.sizes() != at::IntArrayRef(p.out_sizes))) {
     // The convolution alone, then the sum and relu as the unfused graph does them: for an added
     // tensor that broadcasts, and for weights oneDNN would saturate on this CPU (in float32).
-    at::Tensor y = exact ? qconv2d_forward(qx, qw, bias_opt, stride, padding, dilation, groups, {}, false, {})
-                         : at::conv2d(qx.dequantize(), qw.dequantize(), bias, p.stride, p.padding,
-                                      p.dilation, groups);
+    at::Tensor y = exact ? qconv2d_forward(x, qw, weight_scales, bias_opt, stride, padding, dilation, groups, {}, false, {})
+                         : at::conv2d(quantize::dequantize(x.values, x.scale, x.zero_point),
+                                      qw.to(at::kFloat) * weight_scales.reshape({-1, 1, 1, 1}), bias,
+                                      p.stride, p.padding, p.dilation, groups);
     if (other.defined()) y = y + other;
     if (relu) y.relu_();
     return onednn::as_output(y, out);
@@ -86,26 +107,26 @@ at::Tensor qconv2d_forward(const at::Tensor& qx, const at::Tensor& qw,
   if (other.defined()) other = other.contiguous(at::MemoryFormat::ChannelsLast);
   at::Tensor dst = onednn::new_output(p.out_sizes, out, at::MemoryFormat::ChannelsLast);
   if (dst.numel() == 0) return dst;
-  const at::Tensor src = qx.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor src = onednn::to_channels_last(x.values);
 
   auto weight_dims = qw.sizes().vec();
   if (groups > 1) {
     weight_dims[0] /= groups;
     weight_dims.insert(weight_dims.begin(), groups);
   }
-  const int weight_mask = onednn::per_channel(qw) ? (groups > 1 ? 3 : 1) : 0;
-  const bool src_zp = qx.q_zero_point() != 0;
+  const int weight_mask = onednn::per_channel(weight_scales) ? (groups > 1 ? 3 : 1) : 0;
+  const bool src_zp = x.zero_point != 0;
   PostOps post;
-  if (other.defined()) post.push_back({PostOp::binary_add, {}, 0.f, 0.f, onednn::plain_desc(other)});
+  if (other.defined()) post.push_back({PostOp::binary, algorithm::binary_add, 0.f, 0.f, onednn::plain_desc(other)});
   if (int8_sum) {
-    const at::Tensor integers = other_in.contiguous(at::MemoryFormat::ChannelsLast);
+    const at::Tensor integers = onednn::to_channels_last(other_in.values);
     const auto* from = static_cast<const char*>(integers.data_ptr());
     auto* to = static_cast<char*>(dst.data_ptr());
     at::parallel_for(0, integers.nbytes(), 1 << 16, [&](int64_t begin, int64_t end) {
       std::memcpy(to + begin, from + begin, end - begin);
     });
-    post.push_back({PostOp::sum, {}, static_cast<float>(other_in.q_scale()), 0.f, {},
-                    static_cast<int32_t>(other_in.q_zero_point()), onednn::data_type(other_in.scalar_type())});
+    post.push_back({PostOp::sum, {}, static_cast<float>(*other_in.scale), 0.f, {},
+                    static_cast<int32_t>(other_in.zero_point), onednn::data_type(integers.scalar_type())});
   }
   if (relu) post.push_back({PostOp::eltwise, dnnl::algorithm::eltwise_relu});
 
@@ -142,47 +163,48 @@ at::Tensor qconv2d_forward(const at::Tensor& qx, const at::Tensor& qw,
   if (other.defined())
     args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, onednn::wrap(other));
   onednn::Int8Args values;
-  onednn::add_int8_args(args, values, src, qw, out);
+  onednn::add_int8_args(args, values, x.scale, x.zero_point, weight_scales, out);
   onednn::execute(conv.prim, conv.pd.scratchpad_desc(), std::move(args));
   return dst;
 }
 
-// The schemas' shared tail: how the result is quantized (out_dtype None: float32).
-#define QCONV_ARGS                                                                             \
-  const at::Tensor &qx, const at::Tensor &qweight, const std::optional<at::Tensor>&bias,      \
-      at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups
+// The schemas' shared head and tail: the activation and weight, and how the result is
+// quantized (out_dtype None: float32).
+#define QCONV_ARGS                                                                                 \
+  const at::Tensor &qx, double x_scale, int64_t x_zero_point, const at::Tensor &qweight,           \
+      const at::Tensor &weight_scales, const std::optional<at::Tensor>&bias, at::IntArrayRef stride, \
+      at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups
 #define QCONV_OUT_ARGS double out_scale, int64_t out_zero_point, std::optional<at::ScalarType> out_dtype
+#define QCONV_CALL(other, relu, name)                                                              \
+  qconv2d_forward({qx, x_scale, x_zero_point}, qweight, weight_scales, bias, stride, padding,       \
+                  dilation, groups, other, relu,                                                   \
+                  onednn::int8_output(out_dtype, out_scale, out_zero_point, name))
 
-at::Tensor qconv2d(QCONV_ARGS, QCONV_OUT_ARGS) {
-  return qconv2d_forward(qx, qweight, bias, stride, padding, dilation, groups, {}, false,
-                         onednn::int8_output(out_dtype, out_scale, out_zero_point, "qconv2d"));
+at::Tensor qconv2d(QCONV_ARGS, QCONV_OUT_ARGS) { return QCONV_CALL(QOther{}, false, "qconv2d"); }
+at::Tensor qconv2d_relu(QCONV_ARGS, QCONV_OUT_ARGS) { return QCONV_CALL(QOther{}, true, "qconv2d_relu"); }
+at::Tensor qconv2d_sum(QCONV_ARGS, const at::Tensor& other, std::optional<double> other_scale,
+                       std::optional<int64_t> other_zero_point, QCONV_OUT_ARGS) {
+  return QCONV_CALL((QOther{other, other_scale, other_zero_point.value_or(0)}), false, "qconv2d_sum");
 }
-at::Tensor qconv2d_relu(QCONV_ARGS, QCONV_OUT_ARGS) {
-  return qconv2d_forward(qx, qweight, bias, stride, padding, dilation, groups, {}, true,
-                         onednn::int8_output(out_dtype, out_scale, out_zero_point, "qconv2d_relu"));
-}
-at::Tensor qconv2d_sum(QCONV_ARGS, const at::Tensor& other, QCONV_OUT_ARGS) {
-  return qconv2d_forward(qx, qweight, bias, stride, padding, dilation, groups, other, false,
-                         onednn::int8_output(out_dtype, out_scale, out_zero_point, "qconv2d_sum"));
-}
-at::Tensor qconv2d_sum_relu(QCONV_ARGS, const at::Tensor& other, QCONV_OUT_ARGS) {
-  return qconv2d_forward(qx, qweight, bias, stride, padding, dilation, groups, other, true,
-                         onednn::int8_output(out_dtype, out_scale, out_zero_point, "qconv2d_sum_relu"));
+at::Tensor qconv2d_sum_relu(QCONV_ARGS, const at::Tensor& other, std::optional<double> other_scale,
+                            std::optional<int64_t> other_zero_point, QCONV_OUT_ARGS) {
+  return QCONV_CALL((QOther{other, other_scale, other_zero_point.value_or(0)}), true, "qconv2d_sum_relu");
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
-  // No dispatch key: inputs mix quantized and float tensors; the kernel checks them itself.
   const std::string args =
-      "(Tensor qx, Tensor qweight, Tensor? bias, int[2] stride, int[2] padding, int[2] dilation, "
-      "int groups, ";
+      "(Tensor qx, float x_scale, int x_zero_point, Tensor qweight, Tensor weight_scales, Tensor? bias, "
+      "int[2] stride, int[2] padding, int[2] dilation, int groups, ";
+  // other_scale None: other is float32; else its int8 values' scale and zero point.
+  const std::string other = "Tensor other, float? other_scale, int? other_zero_point, ";
   const std::string out = "float out_scale, int out_zero_point, ScalarType? out_dtype) -> Tensor";
-  auto schema = [](const std::string& s) { return c10::FunctionSchema(torch::schema(s.c_str())); };
-  m.def(schema("qconv2d" + args + out), TORCH_FN(qconv2d));
-  m.def(schema("qconv2d_relu" + args + out), TORCH_FN(qconv2d_relu));
-  m.def(schema("qconv2d_sum" + args + "Tensor other, " + out), TORCH_FN(qconv2d_sum));
-  m.def(schema("qconv2d_sum_relu" + args + "Tensor other, " + out), TORCH_FN(qconv2d_sum_relu));
+  const auto cpu = c10::DispatchKey::CPU;
+  m.def(("qconv2d" + args + out).c_str(), torch::dispatch(cpu, TORCH_FN(qconv2d)));
+  m.def(("qconv2d_relu" + args + out).c_str(), torch::dispatch(cpu, TORCH_FN(qconv2d_relu)));
+  m.def(("qconv2d_sum" + args + other + out).c_str(), torch::dispatch(cpu, TORCH_FN(qconv2d_sum)));
+  m.def(("qconv2d_sum_relu" + args + other + out).c_str(), torch::dispatch(cpu, TORCH_FN(qconv2d_sum_relu)));
 }
 
 }  // namespace jitfuse

@@ -1,8 +1,16 @@
-// int8 matrix products. qlinear[_relu|_gelu|_sigmoid|_sum]: a quantized activation of any rank
-// (... x in_features) times a per-channel qint8 weight on oneDNN's int8 matmul, with the
-// activation or sum as post-ops. qbmm[_div]: attention's batched products of two quantized
-// activations. Float32 or quantized out (out_dtype None: float32). Schemas at the bottom.
+// int8 matrix products. qlinear[_relu|_gelu|_sigmoid|_sum]: a uint8/int8 activation of any rank
+// (... x in_features, with its scale and zero point) times an int8 weight (one scale per output
+// feature) on oneDNN's int8 matmul, the activation or sum as post-ops, float32 or uint8/int8 out.
+// qlinear_dynamic[_relu|_gelu]: float in and out, each row quantized at run time with its own
+// scale and zero point (after the SmoothQuant factors, when given): what keeps a pretrained
+// transformer's outlier tokens and channels. qbmm[_div]: attention's batched products of two int8 activations. Schemas at the
+// bottom.
+#include "ops/allocator.h"
 #include "ops/onednn.h"
+#include "ops/quantize.h"
+#include "ops/vec.h"
+
+#include <ATen/Parallel.h>
 
 #include <torch/library.h>
 
@@ -16,25 +24,41 @@ using dnnl::algorithm;
 
 using QLinearPrimitive = onednn::Primitive<dnnl::matmul>;
 
-void check_qlinear(const at::Tensor& qx, const at::Tensor& qw, const at::Tensor& bias) {
-  onednn::check_quantized_activation("qlinear", qx);
-  onednn::check_quantized_weight("qlinear", qw);
-  TORCH_CHECK(qx.dim() >= 1, "jitfuse qlinear: expected an input of at least 1 dimension");
-  TORCH_CHECK(qw.dim() == 2, "jitfuse qlinear: expected a 2-D weight, got ", qw.dim(), "-D");
-  TORCH_CHECK(qx.size(-1) == qw.size(1), "jitfuse qlinear: input ", qx.sizes(),
+void check_weight_shape(const char* op, int64_t in_features, const at::Tensor& qw, const at::Tensor& bias,
+                        at::IntArrayRef x_sizes) {
+  TORCH_CHECK(qw.dim() == 2, "jitfuse ", op, ": expected a 2-D weight, got ", qw.dim(), "-D");
+  TORCH_CHECK(in_features == qw.size(1), "jitfuse ", op, ": input ", x_sizes,
               " cannot be multiplied by weight ", qw.sizes(), " (in_features ", qw.size(1), ")");
   if (bias.defined())
     TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.dim() == 1 && bias.size(0) == qw.size(0),
-                "jitfuse qlinear: expected a float32 bias of shape [", qw.size(0), "], got ",
+                "jitfuse ", op, ": expected a float32 bias of shape [", qw.size(0), "], got ",
                 bias.scalar_type(), " ", bias.sizes());
 }
 
-// `eltwise` (undef: none) follows the sum of `other` (undefined: none).
-at::Tensor qlinear_forward(const at::Tensor& qx, const at::Tensor& qw,
-                           const std::optional<at::Tensor>& bias_opt, const at::Tensor& other_in,
-                           algorithm eltwise, const Int8Output& out) {
+// The float32 activation the unfused graph applies after the product (undef: none), in place.
+at::Tensor apply(algorithm eltwise, at::Tensor y) {
+  if (eltwise == algorithm::eltwise_relu) return y.relu_();
+  if (eltwise == algorithm::eltwise_logistic) return y.sigmoid_();
+  if (eltwise == algorithm::eltwise_gelu_erf) return at::gelu_(y);
+  if (eltwise == algorithm::eltwise_gelu_tanh) return at::gelu_(y, "tanh");
+  return y;
+}
+
+algorithm gelu_algorithm(const char* op, c10::string_view approximate) {
+  TORCH_CHECK(approximate == "none" || approximate == "tanh", "jitfuse ", op,
+              ": approximate must be 'none' or 'tanh', got '", approximate, "'");
+  return approximate == "none" ? algorithm::eltwise_gelu_erf : algorithm::eltwise_gelu_tanh;
+}
+
+// `eltwise` (undef: none) follows the sum of `other` (undefined: none), float32.
+at::Tensor qlinear_forward(const at::Tensor& qx, double x_scale, int64_t x_zero_point, const at::Tensor& qw,
+                           const at::Tensor& weight_scales, const std::optional<at::Tensor>& bias_opt,
+                           const at::Tensor& other_in, algorithm eltwise, const Int8Output& out) {
   const at::Tensor bias = bias_opt ? *bias_opt : at::Tensor();
-  check_qlinear(qx, qw, bias);
+  onednn::check_int8_activation("qlinear", qx, x_scale, x_zero_point);
+  onednn::check_int8_weight("qlinear", qw, weight_scales);
+  TORCH_CHECK(qx.dim() >= 1, "jitfuse qlinear: expected an input of at least 1 dimension");
+  check_weight_shape("qlinear", qx.size(-1), qw, bias, qx.sizes());
   const int64_t k = qw.size(1), n = qw.size(0);
   auto out_sizes = qx.sizes().vec();
   out_sizes.back() = n;
@@ -43,14 +67,11 @@ at::Tensor qlinear_forward(const at::Tensor& qx, const at::Tensor& qw,
   if (!exact || (other.defined() && other.sizes() != at::IntArrayRef(out_sizes))) {
     // The product alone, then the sum and activation as the unfused graph does them: for an
     // added tensor that broadcasts, and for weights oneDNN would saturate on this CPU (in float32).
-    at::Tensor y = exact ? qlinear_forward(qx, qw, bias_opt, {}, algorithm::undef, {})
-                         : at::linear(qx.dequantize(), qw.dequantize(), bias_opt);
+    at::Tensor y = exact ? qlinear_forward(qx, x_scale, x_zero_point, qw, weight_scales, bias_opt, {}, algorithm::undef, {})
+                         : at::linear(quantize::dequantize(qx, x_scale, x_zero_point),
+                                      qw.to(at::kFloat) * weight_scales.reshape({-1, 1}), bias_opt);
     if (other.defined()) y = y + other;
-    if (eltwise == algorithm::eltwise_relu) y.relu_();
-    if (eltwise == algorithm::eltwise_logistic) y.sigmoid_();
-    if (eltwise == algorithm::eltwise_gelu_erf) y = at::gelu(y);
-    if (eltwise == algorithm::eltwise_gelu_tanh) y = at::gelu(y, "tanh");
-    return onednn::as_output(y, out);
+    return onednn::as_output(apply(eltwise, y), out);
   }
   if (other.defined()) other = other.reshape({-1, n}).contiguous();
   const at::Tensor src = qx.reshape({-1, k}).contiguous();
@@ -59,10 +80,10 @@ at::Tensor qlinear_forward(const at::Tensor& qx, const at::Tensor& qw,
   if (m == 0) return dst.view(out_sizes);
   const at::Tensor bias_row = bias.defined() ? bias.contiguous().view({1, n}) : at::Tensor();
 
-  const int weight_mask = onednn::per_channel(qw) ? 1 << 1 : 0;  // along N
-  const bool src_zp = qx.q_zero_point() != 0;
+  const int weight_mask = onednn::per_channel(weight_scales) ? 1 << 1 : 0;  // along N
+  const bool src_zp = x_zero_point != 0;
   PostOps post;
-  if (other.defined()) post.push_back({PostOp::binary_add, {}, 0.f, 0.f, onednn::plain_desc(other)});
+  if (other.defined()) post.push_back({PostOp::binary, algorithm::binary_add, 0.f, 0.f, onednn::plain_desc(other)});
   if (eltwise != algorithm::undef) post.push_back({PostOp::eltwise, eltwise});
   onednn::Key key;
   key << src << qw << bias_row << int64_t{weight_mask} << int64_t{src_zp} << dst
@@ -90,77 +111,195 @@ at::Tensor qlinear_forward(const at::Tensor& qx, const at::Tensor& qw,
   if (other.defined())
     args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, onednn::wrap(other));
   onednn::Int8Args values;
-  onednn::add_int8_args(args, values, src, qw, out);
+  onednn::add_int8_args(args, values, x_scale, x_zero_point, weight_scales, out);
   onednn::execute(mm.prim, mm.pd.scratchpad_desc(), std::move(args));
   return dst.view(out_sizes);
 }
 
-#define QLINEAR_ARGS const at::Tensor &qx, const at::Tensor &qweight, const std::optional<at::Tensor>&bias
-#define OUT_ARGS double out_scale, int64_t out_zero_point, std::optional<at::ScalarType> out_dtype
+// ---- dynamic: float in, rows quantized at run time, float out ------------------------------
 
-at::Tensor qlinear(QLINEAR_ARGS, OUT_ARGS) {
-  return qlinear_forward(qx, qweight, bias, {}, algorithm::undef,
-                         onednn::int8_output(out_dtype, out_scale, out_zero_point, "qlinear"));
+// y[m, n] = row_scale[m] * (d[m, n] - row_zero_point[m] * column[n]) + bias[n], then relu: the
+// rows' own scales and zero points applied to oneDNN's d = (integer product) * weight scale, with
+// column[n] = (sum over k of the int8 weight) * weight scale. (oneDNN 3.2's brgemm matmul takes
+// neither per-row scales nor per-row zero points, not even as a binary post-op.)
+template <bool Relu>
+[[gnu::always_inline]] inline void finish_rows_body(float* y, int64_t begin, int64_t end, int64_t n,
+                                                    const float* scales, const float* zero_points,
+                                                    const float* column, const float* bias) {
+  using namespace vec;
+  for (int64_t m = begin; m < end; ++m) {
+    float* row = y + m * n;
+    const float s = scales[m], z = zero_points[m];
+    int64_t j = 0;
+    for (; j + kLanes <= n; j += kLanes) {
+      Vec v = s * (load(row + j) - z * load(column + j));
+      if (bias) v += load(bias + j);
+      if (Relu) v = v > 0.f ? v : Vec{};
+      store(row + j, v);
+    }
+    for (; j < n; ++j) {
+      const float v = s * (row[j] - z * column[j]) + (bias ? bias[j] : 0.f);
+      row[j] = Relu && v < 0.f ? 0.f : v;
+    }
+  }
 }
-at::Tensor qlinear_relu(QLINEAR_ARGS, OUT_ARGS) {
-  return qlinear_forward(qx, qweight, bias, {}, algorithm::eltwise_relu,
-                         onednn::int8_output(out_dtype, out_scale, out_zero_point, "qlinear_relu"));
-}
-at::Tensor qlinear_sigmoid(QLINEAR_ARGS, OUT_ARGS) {
-  return qlinear_forward(qx, qweight, bias, {}, algorithm::eltwise_logistic,
-                         onednn::int8_output(out_dtype, out_scale, out_zero_point, "qlinear_sigmoid"));
-}
-// approximate: "none" (erf) or "tanh", as aten::gelu.
-at::Tensor qlinear_gelu(QLINEAR_ARGS, c10::string_view approximate, OUT_ARGS) {
-  TORCH_CHECK(approximate == "none" || approximate == "tanh",
-              "jitfuse qlinear_gelu: approximate must be 'none' or 'tanh', got '", approximate, "'");
-  return qlinear_forward(
-      qx, qweight, bias, {},
-      approximate == "none" ? algorithm::eltwise_gelu_erf : algorithm::eltwise_gelu_tanh,
-      onednn::int8_output(out_dtype, out_scale, out_zero_point, "qlinear_gelu"));
-}
-at::Tensor qlinear_sum(QLINEAR_ARGS, const at::Tensor& other, OUT_ARGS) {
-  return qlinear_forward(qx, qweight, bias, other, algorithm::undef,
-                         onednn::int8_output(out_dtype, out_scale, out_zero_point, "qlinear_sum"));
+JITFUSE_CLONES
+void finish_rows(float* y, int64_t begin, int64_t end, int64_t n, const float* scales,
+                 const float* zero_points, const float* column, const float* bias, bool relu) {
+  if (relu)
+    finish_rows_body<true>(y, begin, end, n, scales, zero_points, column, bias);
+  else
+    finish_rows_body<false>(y, begin, end, n, scales, zero_points, column, bias);
 }
 
-// Attention's products: both operands are activations quantized per tensor. They are widened to
-// float32 and multiplied there (a small share of a transformer's work); the op saves the graph's
+// y = act(dequant(quant_rows(x / smooth)) @ (qw * scales)^T + bias): each row of x quantized to
+// uint8 with its own scale and zero point, the SmoothQuant factors (already multiplied into the
+// weight by jitfuse.quantization) dividing x's channels first. oneDNN computes the u8 x s8
+// product with the weight scales; finish_rows applies each row's scale and zero point.
+at::Tensor qlinear_dynamic_forward(const at::Tensor& x, const std::optional<at::Tensor>& smooth,
+                                   const at::Tensor& qw, const at::Tensor& weight_scales,
+                                   const std::optional<at::Tensor>& bias_opt, algorithm eltwise) {
+  const at::Tensor bias = bias_opt && bias_opt->defined() ? bias_opt->contiguous() : at::Tensor();
+  TORCH_CHECK(x.device().is_cpu() && x.layout() == at::kStrided &&
+                  (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16),
+              "jitfuse qlinear_dynamic: expected a float32 or bfloat16 CPU input, got ", x.scalar_type());
+  TORCH_CHECK(x.dim() >= 1, "jitfuse qlinear_dynamic: expected an input of at least 1 dimension");
+  onednn::check_int8_weight("qlinear_dynamic", qw, weight_scales);
+  check_weight_shape("qlinear_dynamic", x.size(-1), qw, bias, x.sizes());
+  const int64_t k = qw.size(1), n = qw.size(0);
+  auto out_sizes = x.sizes().vec();
+  out_sizes.back() = n;
+  const auto rows = quantize::per_row(x, smooth);
+  const at::Tensor src = rows.values.view({-1, k});
+  const int64_t m = src.size(0);
+  const at::Tensor scales = weight_scales.reshape({-1}).to(at::kFloat).expand({n}).contiguous();
+  if (!onednn::int8_weight_exact(qw) || m == 0) {  // weights oneDNN would saturate here: float32
+    const at::Tensor xd = (src.to(at::kFloat) - rows.zero_points.view({-1, 1})) * rows.scales.view({-1, 1});
+    at::Tensor y = at::linear(xd, qw.to(at::kFloat) * scales.view({-1, 1}), bias_opt);
+    return apply(eltwise, y).to(x.scalar_type()).view(out_sizes);
+  }
+  at::Tensor dst = memory::empty({m, n}, x.options().dtype(at::kFloat));
+  onednn::Key key;
+  key << int64_t{0x5d7} << src << qw << int64_t{n};  // 0x5d7: the dynamic linear's keys
+  const dnnl::memory::desc user_weight({k, n}, dnnl::memory::data_type::s8, {1, k});
+  auto made = onednn::cached_primitive(key, [&]() -> std::shared_ptr<onednn::CachedPrimitive> {
+    dnnl::memory::desc wei({k, n}, dnnl::memory::data_type::s8, dnnl::memory::format_tag::any);
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    attr.set_scales_mask(DNNL_ARG_WEIGHTS, 1 << 1);
+    return std::make_shared<QLinearPrimitive>(dnnl::matmul::primitive_desc(
+        onednn::engine(), onednn::plain_desc(src), wei, onednn::plain_desc(dst), attr));
+  });
+  const auto& mm = static_cast<const QLinearPrimitive&>(*made);
+  auto wei = onednn::prepacked_weight(qw, mm.pd.weights_desc(), [&] { return user_weight; });
+  const at::Tensor column = onednn::derived_weight(qw, "column_sums", [&] {
+    return (qw.sum(1, /*keepdim=*/false, at::kFloat) * scales).contiguous();
+  });
+  onednn::execute(mm.prim, mm.pd.scratchpad_desc(),
+                  {{DNNL_ARG_SRC, onednn::wrap(src)},
+                   {DNNL_ARG_WEIGHTS, wei.memory},
+                   {DNNL_ARG_DST, onednn::wrap(dst)},
+                   {DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
+                    dnnl::memory({{n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a},
+                                 onednn::engine(), scales.data_ptr())}});
+  const bool relu = eltwise == algorithm::eltwise_relu;
+  at::parallel_for(0, m, std::max<int64_t>(1, 16384 / n), [&](int64_t begin, int64_t end) {
+    finish_rows(dst.data_ptr<float>(), begin, end, n, rows.scales.data_ptr<float>(),
+                rows.zero_points.data_ptr<float>(), column.data_ptr<float>(),
+                bias.defined() ? bias.data_ptr<float>() : nullptr, relu);
+  });
+  if (!relu) apply(eltwise, dst);  // gelu: ATen's vectorized erf, in place
+  return dst.to(x.scalar_type()).view(out_sizes);
+}
+
+// Attention's products: both operands are int8 activations. They are widened to float32 and
+// multiplied there (a small share of a transformer's work); the op saves the graph's
 // dequantize/quantize round trips.
-at::Tensor qbmm_forward(const at::Tensor& qa, const at::Tensor& qb,
-                        const std::optional<at::Scalar>& divisor, const Int8Output& out) {
-  onednn::check_quantized_activation("qbmm", qa);
-  onednn::check_quantized_activation("qbmm", qb);
+at::Tensor qbmm_forward(const at::Tensor& qa, double a_scale, int64_t a_zero_point, const at::Tensor& qb,
+                        double b_scale, int64_t b_zero_point, const std::optional<at::Scalar>& divisor,
+                        const Int8Output& out) {
+  onednn::check_int8_activation("qbmm", qa, a_scale, a_zero_point);
+  onednn::check_int8_activation("qbmm", qb, b_scale, b_zero_point);
   TORCH_CHECK(qa.dim() >= 3 && qa.dim() == qb.dim(), "jitfuse qbmm: expected two batched "
               "matrices of one rank >= 3, got ", qa.sizes(), " and ", qb.sizes());
-  at::Tensor y = at::matmul(qa.dequantize(), qb.dequantize());
+  at::Tensor y = at::matmul(quantize::dequantize(qa, a_scale, a_zero_point),
+                            quantize::dequantize(qb, b_scale, b_zero_point));
   if (divisor) y.div_(*divisor);
   return onednn::as_output(y, out);
 }
 
-at::Tensor qbmm(const at::Tensor& qa, const at::Tensor& qb, OUT_ARGS) {
-  return qbmm_forward(qa, qb, std::nullopt,
+#define QLINEAR_ARGS                                                                                \
+  const at::Tensor &qx, double x_scale, int64_t x_zero_point, const at::Tensor &qweight,            \
+      const at::Tensor &weight_scales, const std::optional<at::Tensor>&bias
+#define OUT_ARGS double out_scale, int64_t out_zero_point, std::optional<at::ScalarType> out_dtype
+#define QLINEAR_CALL(other, eltwise, name)                                                          \
+  qlinear_forward(qx, x_scale, x_zero_point, qweight, weight_scales, bias, other, eltwise,           \
+                  onednn::int8_output(out_dtype, out_scale, out_zero_point, name))
+
+at::Tensor qlinear(QLINEAR_ARGS, OUT_ARGS) { return QLINEAR_CALL({}, algorithm::undef, "qlinear"); }
+at::Tensor qlinear_relu(QLINEAR_ARGS, OUT_ARGS) { return QLINEAR_CALL({}, algorithm::eltwise_relu, "qlinear_relu"); }
+at::Tensor qlinear_sigmoid(QLINEAR_ARGS, OUT_ARGS) {
+  return QLINEAR_CALL({}, algorithm::eltwise_logistic, "qlinear_sigmoid");
+}
+// approximate: "none" (erf) or "tanh", as aten::gelu.
+at::Tensor qlinear_gelu(QLINEAR_ARGS, c10::string_view approximate, OUT_ARGS) {
+  return QLINEAR_CALL({}, gelu_algorithm("qlinear_gelu", approximate), "qlinear_gelu");
+}
+// other_scale None: other is float32; else its int8 values' scale and zero point.
+at::Tensor qlinear_sum(QLINEAR_ARGS, const at::Tensor& other, std::optional<double> other_scale,
+                       std::optional<int64_t> other_zero_point, OUT_ARGS) {
+  const at::Tensor added = other_scale ? quantize::dequantize(other, *other_scale, other_zero_point.value_or(0)) : other;
+  return QLINEAR_CALL(added, algorithm::undef, "qlinear_sum");
+}
+
+#define DYNAMIC_ARGS                                                                                \
+  const at::Tensor &x, const std::optional<at::Tensor>&smooth, const at::Tensor &qweight,           \
+      const at::Tensor &weight_scales, const std::optional<at::Tensor>&bias
+
+at::Tensor qlinear_dynamic(DYNAMIC_ARGS) {
+  return qlinear_dynamic_forward(x, smooth, qweight, weight_scales, bias, algorithm::undef);
+}
+at::Tensor qlinear_dynamic_relu(DYNAMIC_ARGS) {
+  return qlinear_dynamic_forward(x, smooth, qweight, weight_scales, bias, algorithm::eltwise_relu);
+}
+at::Tensor qlinear_dynamic_gelu(DYNAMIC_ARGS, c10::string_view approximate) {
+  return qlinear_dynamic_forward(x, smooth, qweight, weight_scales, bias,
+                                 gelu_algorithm("qlinear_dynamic_gelu", approximate));
+}
+
+#define QBMM_ARGS                                                                                   \
+  const at::Tensor &qa, double a_scale, int64_t a_zero_point, const at::Tensor &qb, double b_scale, \
+      int64_t b_zero_point
+
+at::Tensor qbmm(QBMM_ARGS, OUT_ARGS) {
+  return qbmm_forward(qa, a_scale, a_zero_point, qb, b_scale, b_zero_point, std::nullopt,
                       onednn::int8_output(out_dtype, out_scale, out_zero_point, "qbmm"));
 }
-at::Tensor qbmm_div(const at::Tensor& qa, const at::Tensor& qb, const at::Scalar& divisor, OUT_ARGS) {
-  return qbmm_forward(qa, qb, divisor,
+at::Tensor qbmm_div(QBMM_ARGS, const at::Scalar& divisor, OUT_ARGS) {
+  return qbmm_forward(qa, a_scale, a_zero_point, qb, b_scale, b_zero_point, divisor,
                       onednn::int8_output(out_dtype, out_scale, out_zero_point, "qbmm_div"));
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
-  // No dispatch key: inputs mix quantized and float tensors; the kernels check them themselves.
-  const std::string args = "(Tensor qx, Tensor qweight, Tensor? bias, ";
+  const std::string args = "(Tensor qx, float x_scale, int x_zero_point, Tensor qweight, Tensor weight_scales, Tensor? bias, ";
+  const std::string other = "Tensor other, float? other_scale, int? other_zero_point, ";
   const std::string out = "float out_scale, int out_zero_point, ScalarType? out_dtype) -> Tensor";
-  auto schema = [](const std::string& s) { return c10::FunctionSchema(torch::schema(s.c_str())); };
-  m.def(schema("qlinear" + args + out), TORCH_FN(qlinear));
-  m.def(schema("qlinear_relu" + args + out), TORCH_FN(qlinear_relu));
-  m.def(schema("qlinear_sigmoid" + args + out), TORCH_FN(qlinear_sigmoid));
-  m.def(schema("qlinear_gelu" + args + "str approximate, " + out), TORCH_FN(qlinear_gelu));
-  m.def(schema("qlinear_sum" + args + "Tensor other, " + out), TORCH_FN(qlinear_sum));
-  m.def(schema("qbmm(Tensor qa, Tensor qb, " + out), TORCH_FN(qbmm));
-  m.def(schema("qbmm_div(Tensor qa, Tensor qb, Scalar divisor, " + out), TORCH_FN(qbmm_div));
+  const std::string dynamic = "(Tensor x, Tensor? smooth, Tensor qweight, Tensor weight_scales, Tensor? bias";
+  const std::string ab = "(Tensor qa, float a_scale, int a_zero_point, Tensor qb, float b_scale, int b_zero_point, ";
+  const auto cpu = c10::DispatchKey::CPU;
+  m.def(("qlinear" + args + out).c_str(), torch::dispatch(cpu, TORCH_FN(qlinear)));
+  m.def(("qlinear_relu" + args + out).c_str(), torch::dispatch(cpu, TORCH_FN(qlinear_relu)));
+  m.def(("qlinear_sigmoid" + args + out).c_str(), torch::dispatch(cpu, TORCH_FN(qlinear_sigmoid)));
+  m.def(("qlinear_gelu" + args + "str approximate, " + out).c_str(), torch::dispatch(cpu, TORCH_FN(qlinear_gelu)));
+  m.def(("qlinear_sum" + args + other + out).c_str(), torch::dispatch(cpu, TORCH_FN(qlinear_sum)));
+  m.def(("qlinear_dynamic" + dynamic + ") -> Tensor").c_str(), torch::dispatch(cpu, TORCH_FN(qlinear_dynamic)));
+  m.def(("qlinear_dynamic_relu" + dynamic + ") -> Tensor").c_str(), torch::dispatch(cpu, TORCH_FN(qlinear_dynamic_relu)));
+  m.def(("qlinear_dynamic_gelu" + dynamic + ", str approximate='none') -> Tensor").c_str(),
+        torch::dispatch(cpu, TORCH_FN(qlinear_dynamic_gelu)));
+  m.def(("qbmm" + ab + out).c_str(), torch::dispatch(cpu, TORCH_FN(qbmm)));
+  m.def(("qbmm_div" + ab + "Scalar divisor, " + out).c_str(), torch::dispatch(cpu, TORCH_FN(qbmm_div)));
 }
 
 }  // namespace jitfuse

@@ -9,27 +9,26 @@
 
 #include <torch/csrc/jit/ir/ir.h>
 
+#include <tuple>
+
 namespace jitfuse {
 namespace {
 
 // ---- filters --------------------------------------------------------------------------------
 
-// A constant symmetric qint8 weight of `rank` dims, per tensor or per output channel.
+// A constant int8 weight of `rank` dims and its constant float32 scales (1 or one per output
+// channel), dequantized as aten::dequantize(weight) * scales: what jitfuse.quantization writes.
 Filter int8_weight(int64_t rank) {
   return [rank](const Match& m, const ValueMap& v) {
-    auto c = constant(bound(m, v, "qweight"));
-    if (!c || !c->isTensor()) return false;
-    const auto& w = c->toTensor();
-    if (!w.is_quantized() || w.scalar_type() != at::kQInt8 || w.dim() != rank ||
-        !w.device().is_cpu() || !w.is_contiguous())
+    auto w = constant(bound(m, v, "qweight")), s = constant(bound(m, v, "weight_scales"));
+    if (!w || !w->isTensor() || !s || !s->isTensor()) return false;
+    const auto& qw = w->toTensor();
+    const auto& scales = s->toTensor();
+    if (qw.scalar_type() != at::kChar || qw.dim() != rank || !qw.device().is_cpu() || !qw.is_contiguous() ||
+        scales.scalar_type() != at::kFloat || scales.dim() > rank)
       return false;
-    switch (w.qscheme()) {
-      case at::kPerTensorAffine: return w.q_zero_point() == 0;
-      case at::kPerChannelAffine:
-      case at::kPerChannelSymmetric:
-        return w.q_per_channel_axis() == 0 && w.q_per_channel_zero_points().eq(0).all().item<bool>();
-      default: return false;
-    }
+    // one scale, or one per output channel laid along dim 0 ([N] or [N, 1, ...], as convert writes)
+    return scales.numel() == 1 || (scales.numel() == qw.size(0) && scales.size(0) == qw.size(0));
   };
 }
 
@@ -40,13 +39,13 @@ bool float_bias(const Match& m, const ValueMap& v) {
                                c->toTensor().dim() == 1 && c->toTensor().layout() == at::kStrided));
 }
 
-// Where the executor profiled them, the int8 inputs are per-tensor quantized CPU tensors.
+// Where the executor profiled them, the int8 inputs are uint8/int8 CPU tensors.
 bool int8_inputs(const Match& m, const ValueMap& v) {
   for (const char* name : {"qx", "qa", "qb", "qother"}) {
     if (!v.count(name)) continue;
     auto type = bound(m, v, name)->type()->cast<c10::TensorType>();
     if (!type) return false;
-    if (type->scalarType() && *type->scalarType() != at::kQUInt8 && *type->scalarType() != at::kQInt8)
+    if (type->scalarType() && *type->scalarType() != at::kByte && *type->scalarType() != at::kChar)
       return false;
     if (type->device() && !type->device()->is_cpu()) return false;
   }
@@ -68,7 +67,7 @@ bool pool_geometry(const Match& m, const ValueMap& v) {
          is_constant_bool(bound(m, v, "ceil_mode"), true);
 }
 
-// The added operand is a float32 tensor (the kernel adds it with the sum post-op).
+// The added operand is a float32 tensor (the kernel adds it with a binary post-op).
 bool float_other(const Match& m, const ValueMap& v) {
   if (!v.count("other")) return true;
   auto type = bound(m, v, "other")->type()->cast<c10::TensorType>();
@@ -90,7 +89,7 @@ bool divisor_is_0d_tensor(const Match& m, const ValueMap& v) {
   return c && c->isTensor() && c->toTensor().dim() == 0 && !c->toTensor().is_complex();
 }
 
-// quantize_per_tensor with constant parameters the kernels take: quint8/qint8, a positive scale.
+// quantize_per_tensor with constant parameters the kernels take: uint8/int8, a positive scale.
 bool quantize_constant(const Match& m, const ValueMap& v) {
   auto scale = constant(bound(m, v, "out_scale"));
   auto zp = constant(bound(m, v, "out_zero_point"));
@@ -99,7 +98,7 @@ bool quantize_constant(const Match& m, const ValueMap& v) {
     return false;
   if (!zp || !zp->isInt() || !dtype || !dtype->isInt()) return false;
   const auto t = static_cast<at::ScalarType>(dtype->toInt());
-  return t == at::kQUInt8 || t == at::kQInt8;
+  return t == at::kByte || t == at::kChar;
 }
 
 // ---- the table ------------------------------------------------------------------------------
@@ -113,36 +112,43 @@ struct Core {
   std::vector<Filter> filters;
 };
 
-const std::string kDequantX = "%x = aten::dequantize(%qx)\n";
-const std::string kDequantW = "%weight = aten::dequantize(%qweight)\n";
+const std::string kDequantX = "%x = jitfuse::dequantize_per_tensor(%qx, %x_scale, %x_zero_point)\n";
+// Weights: stock ops (aten::dequantize keeps a constant int8 weight from being folded to float).
+const std::string kDequantW = "%wf = aten::dequantize(%qweight)\n%weight = aten::mul(%wf, %weight_scales)\n";
+const std::string kQuantX = "%qx, %x_scale, %x_zero_point";
+const std::string kQuantW = "%qweight, %weight_scales";
 
 const std::vector<Core>& cores() {
   static const std::vector<Core> list = {
       {"conv", "qconv2d",
-       {{"%qx, %qweight, %bias, %stride, %padding, %dilation, %transposed, %output_padding, %groups, "
-         "%benchmark, %deterministic, %cudnn_enabled, %allow_tf32",
+       {{kQuantX + ", " + kQuantW + ", %bias, %stride, %padding, %dilation, %transposed, %output_padding, "
+         "%groups, %benchmark, %deterministic, %cudnn_enabled, %allow_tf32",
          kDequantX + kDequantW +
              "%core = aten::_convolution(%x, %weight, %bias, %stride, %padding, %dilation, "
              "%transposed, %output_padding, %groups, %benchmark, %deterministic, %cudnn_enabled, "
              "%allow_tf32)"},
-        {"%qx, %qweight, %bias, %stride, %padding, %dilation, %groups",
+        {kQuantX + ", " + kQuantW + ", %bias, %stride, %padding, %dilation, %groups",
          kDequantX + kDequantW +
              "%core = aten::conv2d(%x, %weight, %bias, %stride, %padding, %dilation, %groups)"}},
-       "%qx, %qweight, %bias, %stride, %padding, %dilation, %groups",
+       "%qx, %x_scale, %x_zero_point, %qweight, %weight_scales, %bias, %stride, %padding, %dilation, %groups",
        {int8_weight(4), float_bias, int8_inputs, conv2d_geometry}},
       {"linear", "qlinear",
-       {{"%qx, %qweight, %bias", kDequantX + kDequantW + "%core = aten::linear(%x, %weight, %bias)"}},
-       "%qx, %qweight, %bias",
+       {{kQuantX + ", " + kQuantW + ", %bias", kDequantX + kDequantW + "%core = aten::linear(%x, %weight, %bias)"}},
+       "%qx, %x_scale, %x_zero_point, %qweight, %weight_scales, %bias",
        {int8_weight(2), float_bias, int8_inputs}},
       {"bmm", "qbmm",
-       {{"%qa, %qb", "%a = aten::dequantize(%qa)\n%b = aten::dequantize(%qb)\n%core = aten::bmm(%a, %b)"},
-        {"%qa, %qb", "%a = aten::dequantize(%qa)\n%b = aten::dequantize(%qb)\n%core = aten::matmul(%a, %b)"}},
-       "%qa, %qb",
+       {{"%qa, %a_scale, %a_zero_point, %qb, %b_scale, %b_zero_point",
+         "%a = jitfuse::dequantize_per_tensor(%qa, %a_scale, %a_zero_point)\n"
+         "%b = jitfuse::dequantize_per_tensor(%qb, %b_scale, %b_zero_point)\n%core = aten::bmm(%a, %b)"},
+        {"%qa, %a_scale, %a_zero_point, %qb, %b_scale, %b_zero_point",
+         "%a = jitfuse::dequantize_per_tensor(%qa, %a_scale, %a_zero_point)\n"
+         "%b = jitfuse::dequantize_per_tensor(%qb, %b_scale, %b_zero_point)\n%core = aten::matmul(%a, %b)"}},
+       "%qa, %a_scale, %a_zero_point, %qb, %b_scale, %b_zero_point",
        {int8_inputs}},
       {"max_pool2d", "qmax_pool2d",
-       {{"%qx, %kernel_size, %stride, %padding, %dilation, %ceil_mode",
+       {{kQuantX + ", %kernel_size, %stride, %padding, %dilation, %ceil_mode",
          kDequantX + "%core = aten::max_pool2d(%x, %kernel_size, %stride, %padding, %dilation, %ceil_mode)"}},
-       "%qx, %kernel_size, %stride, %padding, %dilation, %ceil_mode",
+       "%qx, %x_scale, %x_zero_point, %kernel_size, %stride, %padding, %dilation, %ceil_mode",
        {int8_inputs, pool_geometry}},
   };
   return list;
@@ -160,22 +166,26 @@ struct Tail {
   bool float_out = true;  // also a row without quantize (the seed's max_pool2d is int8 out only)
 };
 
+// A float operand added: the op's other_scale / other_zero_point are None.
+const char* const kFloatOther = "%no_scale : NoneType = prim::Constant()\n%no_zero_point : NoneType = prim::Constant()";
+#define INT8_OTHER "%other = jitfuse::dequantize_per_tensor(%qother, %other_scale, %other_zero_point)\n"
+
 // Longer tails first: conv+sum+relu must be claimed before conv+sum and conv. The added operand
 // of a sum comes two ways: a float tensor, or a dequantized int8 one that the op reads directly.
 const std::vector<Tail>& tails() {
   static const std::vector<Tail> list = {
-      // core      name           ir (%core -> %y)                                                   inputs            op args          consts  filters
-      {"conv",   "_sum_relu",     "%other = aten::dequantize(%qother)\n%s = aten::add{_}(%core, %other, %alpha)\n%y = aten::relu{_}(%s)", ", %qother, %alpha", ", %qother", "", {alpha_is_one}},
-      {"conv",   "_sum_relu",     "%s = aten::add{_}(%core, %other, %alpha)\n%y = aten::relu{_}(%s)", ", %other, %alpha", ", %other",   "",     {alpha_is_one, float_other}},
-      {"conv",   "_sum_relu",     "%s = aten::add(%other, %core, %alpha)\n%y = aten::relu{_}(%s)",   ", %other, %alpha", ", %other",     "",     {alpha_is_one, float_other}},
-      {"conv",   "_sum",          "%other = aten::dequantize(%qother)\n%y = aten::add{_}(%core, %other, %alpha)", ", %qother, %alpha", ", %qother", "", {alpha_is_one}},
-      {"conv",   "_sum",          "%y = aten::add{_}(%core, %other, %alpha)",                        ", %other, %alpha", ", %other",     "",     {alpha_is_one, float_other}},
-      {"conv",   "_sum",          "%y = aten::add(%other, %core, %alpha)",                           ", %other, %alpha", ", %other",     "",     {alpha_is_one, float_other}},
+      // core      name           ir (%core -> %y)                                                   inputs                                         op args                                          consts       filters
+      {"conv",   "_sum_relu",     INT8_OTHER "%s = aten::add{_}(%core, %other, %alpha)\n%y = aten::relu{_}(%s)", ", %qother, %other_scale, %other_zero_point, %alpha", ", %qother, %other_scale, %other_zero_point", "", {alpha_is_one}},
+      {"conv",   "_sum_relu",     "%s = aten::add{_}(%core, %other, %alpha)\n%y = aten::relu{_}(%s)", ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {alpha_is_one, float_other}},
+      {"conv",   "_sum_relu",     "%s = aten::add(%other, %core, %alpha)\n%y = aten::relu{_}(%s)",   ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {alpha_is_one, float_other}},
+      {"conv",   "_sum",          INT8_OTHER "%y = aten::add{_}(%core, %other, %alpha)",             ", %qother, %other_scale, %other_zero_point, %alpha", ", %qother, %other_scale, %other_zero_point", "", {alpha_is_one}},
+      {"conv",   "_sum",          "%y = aten::add{_}(%core, %other, %alpha)",                        ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {alpha_is_one, float_other}},
+      {"conv",   "_sum",          "%y = aten::add(%other, %core, %alpha)",                           ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {alpha_is_one, float_other}},
       {"conv",   "_relu",         "%y = aten::relu{_}(%core)",                                       "",               "",               "",     {}},
       {"conv",   "",              "",                                                                "",               "",               "",     {}},
-      {"linear", "_sum",          "%other = aten::dequantize(%qother)\n%y = aten::add{_}(%core, %other, %alpha)", ", %qother, %alpha", ", %qother", "", {alpha_is_one}},
-      {"linear", "_sum",          "%y = aten::add{_}(%core, %other, %alpha)",                        ", %other, %alpha", ", %other",     "",     {alpha_is_one, float_other}},
-      {"linear", "_sum",          "%y = aten::add(%other, %core, %alpha)",                           ", %other, %alpha", ", %other",     "",     {alpha_is_one, float_other}},
+      {"linear", "_sum",          INT8_OTHER "%y = aten::add{_}(%core, %other, %alpha)",             ", %qother, %other_scale, %other_zero_point, %alpha", ", %qother, %other_scale, %other_zero_point", "", {alpha_is_one}},
+      {"linear", "_sum",          "%y = aten::add{_}(%core, %other, %alpha)",                        ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {alpha_is_one, float_other}},
+      {"linear", "_sum",          "%y = aten::add(%other, %core, %alpha)",                           ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {alpha_is_one, float_other}},
       {"linear", "_relu",         "%y = aten::relu{_}(%core)",                                       "",               "",               "",     {}},
       {"linear", "_gelu",         "%y = aten::gelu{_}(%core, %approximate)",                         ", %approximate", ", %approximate", "",     {gelu_approximation_known}},
       {"linear", "_sigmoid",      "%y = aten::sigmoid{_}(%core)",                                    "",               "",               "",     {}},
@@ -188,6 +198,7 @@ const std::vector<Tail>& tails() {
   };
   return list;
 }
+#undef INT8_OTHER
 
 // The seed's names: dequant_<core><tail>[_quant]. A sum whose added operand is a dequantized
 // int8 tensor, quantized again after, is the seed's "dequant -> conv -> sum -> dequant".
@@ -202,7 +213,7 @@ std::string row_name(const Core& core, const Tail& tail, bool quant_out) {
 
 std::vector<Rewrite> build_int8_rewrites() {
   std::vector<Rewrite> rows;
-  const std::string quantize = "%out = aten::quantize_per_tensor(%y, %out_scale, %out_zero_point, %out_dtype)";
+  const std::string quantize = "%out = jitfuse::quantize_per_tensor(%y, %out_scale, %out_zero_point, %out_dtype)";
   const std::string quant_inputs = ", %out_scale, %out_zero_point, %out_dtype";
   const std::string float_consts =
       "%out_scale : float = prim::Constant[value=1.]()\n"
@@ -242,6 +253,18 @@ std::vector<Rewrite> build_int8_rewrites() {
       }
     }
   }
+  // Dynamic linears (the reference graph calls jitfuse::qlinear_dynamic itself): their activation.
+  const std::string dyn = "%x, %smooth, %qweight, %weight_scales, %bias";
+  for (const auto& [name, tail, inputs] :
+       {std::tuple<const char*, const char*, const char*>{"qlinear_dynamic_relu", "%out = aten::relu{_}(%y)", ""},
+        {"qlinear_dynamic_gelu", "%out = aten::gelu{_}(%y, %approximate)", ", %approximate"}})
+    for (const auto& ir : inplace_variants(tail)) {
+      const std::string all = dyn + inputs;
+      rows.push_back({name,
+                      graph_ir(all, "%y = jitfuse::qlinear_dynamic(" + dyn + ")\n" + ir, "%out"),
+                      graph_ir(all, std::string("%out = jitfuse::") + name + "(" + all + ")", "%out"),
+                      *inputs ? std::vector<Filter>{gelu_approximation_known} : std::vector<Filter>{}});
+    }
   return rows;
 }
 
@@ -249,7 +272,7 @@ std::vector<Rewrite> build_int8_rewrites() {
 // often has several (a residual block reads its input twice). Each reader gets its own
 // dequantize, so every chain can take its own; the ones left unused are dead code.
 void split_dequantize(torch::jit::Block* block) {
-  const auto dequantize = c10::Symbol::fromQualString("aten::dequantize");
+  const auto dequantize = c10::Symbol::fromQualString("jitfuse::dequantize_per_tensor");
   for (auto* n : block->nodes()) {
     for (auto* b : n->blocks()) split_dequantize(b);
     if (n->kind() != dequantize || n->output()->uses().size() < 2) continue;

@@ -1,7 +1,7 @@
 // Linear fusions (fp32, bf16): the table of tails after a linear (aten::linear, matmul + add,
-// addmm), and linear_linear_linear, which
-// merges the Linears that read one input (attention's Q, K, V) into one GEMM on concatenated
-// constant weights followed by a split, so what follows sees the same tensors.
+// addmm), and linear_linear_linear, which merges the Linears that read one input (attention's Q,
+// K, V; float or int8 dynamic) into one GEMM on concatenated constant weights followed by a
+// split, so what follows sees the same tensors.
 #include "passes/rewrite.h"
 
 #include <ATen/ops/cat.h>
@@ -107,45 +107,86 @@ std::vector<Rewrite> build_linear_rewrites() {
   return rows;
 }
 
-// Groups of 3 or more Linears of the graph's top block that read one input, with frozen weights
-// of one dtype.
-std::vector<std::vector<Node*>> linear_groups(torch::jit::Block* block) {
-  std::unordered_map<torch::jit::Value*, std::vector<Node*>> readers;
-  std::vector<torch::jit::Value*> order;
-  for (Node* n : block->nodes()) {
-    if (n->kind() != c10::Symbol::fromQualString("aten::linear")) continue;
-    auto w = frozen_weight(n->input(1), 2);
-    if (!w || !is_constant_bias_for(n->input(2), *w)) continue;
-    auto& group = readers[n->input(0)];
-    if (!group.empty() && constant(group[0]->input(1))->toTensor().scalar_type() != w->scalar_type())
-      continue;
-    if (group.empty()) order.push_back(n->input(0));
-    group.push_back(n);
+// The linears linear_linear_linear merges: float (aten::linear: input, weight, bias) and int8
+// dynamic ones (jitfuse::qlinear_dynamic: input, smoothing factors, int8 weight, its scales,
+// bias), whose merged form quantizes the shared input once.
+struct MergeForm {
+  c10::Symbol kind;
+  size_t weight, bias;                 // input positions
+  std::optional<size_t> scales, smooth;  // int8 only
+};
+
+const std::vector<MergeForm>& merge_forms() {
+  static const std::vector<MergeForm> forms = {
+      {c10::Symbol::fromQualString("aten::linear"), 1, 2, std::nullopt, std::nullopt},
+      {c10::Symbol::fromQualString("jitfuse::qlinear_dynamic"), 2, 4, 3, 1},
+  };
+  return forms;
+}
+
+// What a group's members must share besides their input: the weight's dtype, and for int8 the
+// smoothing factors (one set, or none).
+bool same_kind(const MergeForm& f, Node* a, Node* b) {
+  const auto wa = constant(a->input(f.weight))->toTensor(), wb = constant(b->input(f.weight))->toTensor();
+  if (wa.scalar_type() != wb.scalar_type()) return false;
+  if (!f.smooth) return true;
+  auto sa = constant(a->input(*f.smooth)), sb = constant(b->input(*f.smooth));
+  if (!sa || !sb) return false;
+  if (sa->isNone() || sb->isNone()) return sa->isNone() && sb->isNone();
+  return sa->isTensor() && sb->isTensor() && sa->toTensor().equal(sb->toTensor());
+}
+
+bool mergeable(const MergeForm& f, Node* n) {
+  if (f.scales) {
+    auto w = constant(n->input(f.weight)), s = constant(n->input(*f.scales)), b = constant(n->input(f.bias));
+    return w && w->isTensor() && w->toTensor().dim() == 2 && s && s->isTensor() && b &&
+           (b->isNone() || b->isTensor()) && constant(n->input(*f.smooth)).has_value();
   }
-  std::vector<std::vector<Node*>> groups;
-  for (auto* v : order)
-    if (readers[v].size() >= 3) groups.push_back(readers[v]);
+  auto w = frozen_weight(n->input(f.weight), 2);
+  return w && is_constant_bias_for(n->input(f.bias), *w);
+}
+
+// Groups of 3 or more linears of one form in the graph's top block that read one input.
+std::vector<std::pair<const MergeForm*, std::vector<Node*>>> linear_groups(torch::jit::Block* block) {
+  std::vector<std::pair<const MergeForm*, std::vector<Node*>>> groups;
+  for (const auto& form : merge_forms()) {
+    std::unordered_map<torch::jit::Value*, std::vector<Node*>> readers;
+    std::vector<torch::jit::Value*> order;
+    for (Node* n : block->nodes()) {
+      if (n->kind() != form.kind || !mergeable(form, n)) continue;
+      auto& group = readers[n->input(0)];
+      if (!group.empty() && !same_kind(form, group[0], n)) continue;
+      if (group.empty()) order.push_back(n->input(0));
+      group.push_back(n);
+    }
+    for (auto* v : order)
+      if (readers[v].size() >= 3) groups.emplace_back(&form, readers[v]);
+  }
   return groups;
 }
 
-void merge_linears(torch::jit::Graph& graph, const std::vector<Node*>& group) {
-  std::vector<at::Tensor> weights, biases;
+void merge_linears(torch::jit::Graph& graph, const MergeForm& form, const std::vector<Node*>& group) {
+  std::vector<at::Tensor> weights, scales, biases;
   std::vector<int64_t> out_features;
   bool any_bias = false;
   for (Node* n : group) {
-    const auto w = constant(n->input(1))->toTensor();
-    const auto b = constant(n->input(2));
+    const auto w = constant(n->input(form.weight))->toTensor();
+    const auto b = constant(n->input(form.bias));
     weights.push_back(w);
     out_features.push_back(w.size(0));
     any_bias |= b->isTensor();
-    biases.push_back(b->isTensor() ? b->toTensor().to(w.scalar_type())
-                                   : at::zeros({w.size(0)}, w.options()));
+    const auto bias_options = form.scales ? at::TensorOptions().dtype(at::kFloat) : w.options();
+    biases.push_back(b->isTensor() ? b->toTensor().to(bias_options.dtype())
+                                   : at::zeros({w.size(0)}, bias_options));
+    if (form.scales)  // per tensor or per channel: one per output feature after the merge
+      scales.push_back(constant(n->input(*form.scales))->toTensor().to(at::kFloat).expand({w.size(0)}));
   }
   torch::jit::WithInsertPoint guard(group.front());  // the earliest reader: the input exists there
-  auto* weight = graph.insertConstant(at::cat(weights, 0));
-  auto* bias = any_bias ? graph.insertConstant(at::cat(biases, 0)) : graph.insertConstant(c10::IValue());
-  auto* merged = graph.insert(c10::Symbol::fromQualString("aten::linear"),
-                              {group.front()->input(0), weight, bias});
+  std::vector<torch::jit::NamedValue> inputs(group.front()->inputs().begin(), group.front()->inputs().end());
+  inputs[form.weight] = graph.insertConstant(at::cat(weights, 0));
+  inputs[form.bias] = any_bias ? graph.insertConstant(at::cat(biases, 0)) : graph.insertConstant(c10::IValue());
+  if (form.scales) inputs[*form.scales] = graph.insertConstant(at::cat(scales, 0).contiguous());
+  auto* merged = graph.insert(form.kind, inputs);
   auto* parts = graph.insert(c10::Symbol::fromQualString("aten::split_with_sizes"),
                              {merged, c10::IValue(out_features), c10::IValue(int64_t{-1})});
   Node* unpack = graph.insertNode(graph.createListUnpack(parts, group.size()));
@@ -166,7 +207,7 @@ const std::vector<Rewrite>& linear_rewrites() {
 
 void fuse_linear_x3(GraphPtr& graph) {
   if (!is_pattern_enabled(kLinearX3)) return;
-  for (const auto& group : linear_groups(graph->block())) merge_linears(*graph, group);
+  for (const auto& [form, group] : linear_groups(graph->block())) merge_linears(*graph, *form, group);
 }
 
 void fuse_linear(GraphPtr& graph) {

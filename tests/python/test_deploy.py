@@ -49,7 +49,7 @@ def test_saved_fused_module_loads_fused_and_right(tmp_path):
 
 
 def test_saved_fused_int8_module_loads_fused_and_right(tmp_path):
-    """An int8 module fused offline saves with its qint8 weights and loads fused: its first call
+    """An int8 module fused offline saves with its int8 weights and loads fused: its first call
     runs the int8 ops and gives the numbers of the module it was saved from."""
     save_all(str(tmp_path))
     io = torch.jit.load(str(tmp_path / "int8_io.pt"))

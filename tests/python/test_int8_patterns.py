@@ -1,9 +1,12 @@
-"""The seed's 23 int8 chains, one reference quantized model each (quantize_per_tensor /
-dequantize written out, as quantization.convert emits them): the chain becomes its jitfuse::q*
-op, the nodes it replaced are gone, and the numbers match stock PyTorch running the same graph.
+"""The seed's 23 int8 chains, one reference int8 model each (jitfuse's quantize_per_tensor /
+dequantize_per_tensor on plain uint8 tensors and aten::dequantize(int8 weight) * scales written
+out, as quantization.convert emits them): the chain becomes its jitfuse::q* op, the nodes it
+replaced are gone, and the numbers match the same graph run unfused.
 
 Tolerances: float32 out within 1e-5 relative (same int8 operands, float accumulation order);
 int8 out within one quantization step of the output."""
+import warnings
+
 import pytest
 import torch
 import torch.nn as nn
@@ -13,17 +16,26 @@ import jitfuse
 from harness import max_rel_err, node_kinds
 
 OUT_SCALE, OUT_ZP = 0.1, 100
+jq = torch.ops.jitfuse
 
 
 def q(x, scale=0.05, zero_point=128):
-    return torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)
+    """x through uint8 and back, as the reference graph spells it."""
+    return jq.dequantize_per_tensor(jq.quantize_per_tensor(x, scale, zero_point, torch.uint8), scale, zero_point)
 
 
-def qweight(*shape):
+def qweight(*shape, bits=7):
+    """An int8 weight (one scale per output channel) as convert stores it: values and scales."""
     torch.manual_seed(1)
     w = torch.randn(shape) * 0.1
-    scales = w.abs().amax(dim=tuple(range(1, w.dim()))) / 63
-    return torch.quantize_per_channel(w, scales.double(), torch.zeros(shape[0], dtype=torch.long), 0, torch.qint8)
+    qmax = 2 ** (bits - 1) - 1
+    scales = w.abs().amax(dim=tuple(range(1, w.dim()))) / qmax
+    values = torch.round(w / scales.view([-1] + [1] * (w.dim() - 1))).to(torch.int8)
+    return values, scales.view([-1] + [1] * (w.dim() - 1))
+
+
+def dequant_weight(values, scales):
+    return torch.dequantize(values) * scales
 
 
 class Chain(nn.Module):
@@ -32,22 +44,23 @@ class Chain(nn.Module):
     def __init__(self, body, quant_out):
         super().__init__()
         self.body, self.quant_out = body, quant_out
-        self.w4, self.b4 = qweight(8, 8, 3, 3), torch.randn(8)
-        self.w2, self.b2 = qweight(16, 16), torch.randn(16)
+        self.w4, self.s4 = qweight(8, 8, 3, 3)
+        self.w2, self.s2 = qweight(16, 16)
+        self.b4, self.b2 = torch.randn(8), torch.randn(16)
 
     def conv(self, x):
-        return F.conv2d(x, self.w4.dequantize(), self.b4, padding=1)
+        return F.conv2d(x, dequant_weight(self.w4, self.s4), self.b4, padding=1)
 
     def linear(self, x):
-        return F.linear(x, self.w2.dequantize(), self.b2)
+        return F.linear(x, dequant_weight(self.w2, self.s2), self.b2)
 
     def forward(self, x, other):
-        y = self.body(self, q(x).dequantize(), other)
-        return q(y, OUT_SCALE, OUT_ZP).dequantize() if self.quant_out else y
+        y = self.body(self, q(x), other)
+        return q(y, OUT_SCALE, OUT_ZP) if self.quant_out else y
 
 
 def deq(t):
-    return q(t, 0.04, 120).dequantize()
+    return q(t, 0.04, 120)
 
 
 CONV_IN = lambda: (torch.randn(2, 8, 6, 6), torch.randn(2, 8, 6, 6))  # noqa: E731
@@ -111,7 +124,8 @@ def test_int8_chain(name, body, make_inputs, op, replaced):
     assert replaced <= set(stock_kinds) and not replaced & set(kinds), kinds
     # The chain's dequantize / quantize nodes went with it: what is left is the input's quantize,
     # an int8 operand's, and the final dequantize of an int8 output.
-    assert kinds.get("aten::dequantize", 0) == int(quant_out), kinds
+    assert kinds.get("jitfuse::dequantize_per_tensor", 0) == int(quant_out), kinds
+    assert "aten::dequantize" not in kinds and "aten::mul" not in kinds, kinds  # the weight's went too
     if quant_out:
         assert (got - ref).abs().max().item() <= OUT_SCALE * 1.001
     else:
@@ -124,11 +138,11 @@ def test_a_chain_whose_float_value_is_read_elsewhere_keeps_that_value():
     class Shared(nn.Module):
         def __init__(self):
             super().__init__()
-            self.w, self.b = qweight(8, 8, 3, 3), torch.randn(8)
+            (self.w, self.s), self.b = qweight(8, 8, 3, 3), torch.randn(8)
 
         def forward(self, x):
-            y = F.relu(F.conv2d(q(x).dequantize(), self.w.dequantize(), self.b, padding=1))
-            return q(y, OUT_SCALE, OUT_ZP).dequantize(), y
+            y = F.relu(F.conv2d(q(x), dequant_weight(self.w, self.s), self.b, padding=1))
+            return q(y, OUT_SCALE, OUT_ZP), y
 
     x = torch.randn(2, 8, 6, 6)
     _, (ref_q, ref_y), _ = frozen(Shared(), (x,), enabled=False)
@@ -138,28 +152,41 @@ def test_a_chain_whose_float_value_is_read_elsewhere_keeps_that_value():
     assert (got_q - ref_q).abs().max().item() <= OUT_SCALE * 1.001
 
 
+def u8(x, scale=0.05, zero_point=128):
+    return jq.quantize_per_tensor(x, scale, zero_point, torch.uint8)
+
+
 def test_full_range_int8_weights_stay_exact():
-    """Weights using all 8 bits would saturate oneDNN's int16 pair sums on CPUs without VNNI; the
-    op then computes in float32 and stays exact."""
-    torch.manual_seed(0)
-    w = torch.randn(8, 8, 3, 3)
-    qw = torch.quantize_per_channel(w, (w.abs().amax((1, 2, 3)) / 127).double(), torch.zeros(8, dtype=torch.long), 0, torch.qint8)
-    qx = q(torch.randn(2, 8, 6, 6).abs() * 5, 0.05, 0)
-    ref = F.conv2d(qx.dequantize(), qw.dequantize(), None, 1, 1)
-    got = torch.ops.jitfuse.qconv2d(qx, qw, None, [1, 1], [1, 1], [1, 1], 1, 1.0, 0, None)
+    """8-bit weights would saturate oneDNN's int16 pair sums on CPUs without VNNI; the op then
+    computes in float32 and stays exact (on VNNI CPUs oneDNN is exact anyway)."""
+    values, scales = qweight(8, 8, 3, 3, bits=8)
+    x = torch.randn(2, 8, 6, 6).abs() * 5
+    ref = F.conv2d(q(x, 0.05, 0), dequant_weight(values, scales), None, 1, 1)
+    got = jq.qconv2d(u8(x, 0.05, 0), 0.05, 0, values, scales, None, [1, 1], [1, 1], [1, 1], 1, 1.0, 0, None)
     assert max_rel_err(got, ref) <= 1e-5
 
 
+W4, W2 = qweight(8, 8, 3, 3), qweight(16, 16)
+
+
 @pytest.mark.parametrize("case, call, message", [
-    ("float input", lambda: torch.ops.jitfuse.qconv2d(torch.randn(1, 8, 4, 4), qweight(8, 8, 3, 3), None, [1, 1], [1, 1], [1, 1], 1, 1.0, 0, None), "quint8 or qint8 activation"),
-    ("float weight", lambda: torch.ops.jitfuse.qlinear(q(torch.randn(2, 16)), torch.randn(16, 16), None, 1.0, 0, None), "qint8 weight"),
-    ("channels", lambda: torch.ops.jitfuse.qconv2d(q(torch.randn(1, 4, 4, 4)), qweight(8, 8, 3, 3), None, [1, 1], [1, 1], [1, 1], 1, 1.0, 0, None), "channels"),
-    ("in_features", lambda: torch.ops.jitfuse.qlinear(q(torch.randn(2, 8)), qweight(16, 16), None, 1.0, 0, None), "in_features"),
-    ("out dtype", lambda: torch.ops.jitfuse.qlinear(q(torch.randn(2, 16)), qweight(16, 16), None, 1.0, 0, torch.float32), "output dtype"),
-    ("out scale", lambda: torch.ops.jitfuse.qlinear(q(torch.randn(2, 16)), qweight(16, 16), None, -1.0, 0, torch.quint8), "output scale"),
-    ("zero point", lambda: torch.ops.jitfuse.qlinear(q(torch.randn(2, 16)), qweight(16, 16), None, 0.1, 300, torch.quint8), "zero point"),
-    ("pool rank", lambda: torch.ops.jitfuse.qmax_pool2d(q(torch.randn(4, 4)), [2, 2], [2, 2], [0, 0], [1, 1], False, 0.05, 128, torch.quint8), "4-D"),
-    ("bmm rank", lambda: torch.ops.jitfuse.qbmm(q(torch.randn(4, 4)), q(torch.randn(4, 4)), 1.0, 0, None), "rank >= 3"),
+    ("float input", lambda: jq.qconv2d(torch.randn(1, 8, 4, 4), 0.05, 128, *W4, None, [1, 1], [1, 1], [1, 1], 1, 1.0, 0, None), "uint8 or int8 activation"),
+    ("float weight", lambda: jq.qlinear(u8(torch.randn(2, 16)), 0.05, 128, torch.randn(16, 16), W2[1].flatten(), None, 1.0, 0, None), "int8 CPU weight"),
+    ("scales", lambda: jq.qlinear(u8(torch.randn(2, 16)), 0.05, 128, W2[0], torch.ones(3), None, 1.0, 0, None), "weight scales"),
+    ("channels", lambda: jq.qconv2d(u8(torch.randn(1, 4, 4, 4)), 0.05, 128, *W4, None, [1, 1], [1, 1], [1, 1], 1, 1.0, 0, None), "channels"),
+    ("in_features", lambda: jq.qlinear(u8(torch.randn(2, 8)), 0.05, 128, *W2, None, 1.0, 0, None), "in_features"),
+    ("input scale", lambda: jq.qlinear(u8(torch.randn(2, 16)), 0.0, 128, *W2, None, 1.0, 0, None), "activation scale"),
+    ("input zero point", lambda: jq.qlinear(u8(torch.randn(2, 16)), 0.05, 300, *W2, None, 1.0, 0, None), "activation zero point"),
+    ("out dtype", lambda: jq.qlinear(u8(torch.randn(2, 16)), 0.05, 128, *W2, None, 1.0, 0, torch.float32), "output dtype"),
+    ("out scale", lambda: jq.qlinear(u8(torch.randn(2, 16)), 0.05, 128, *W2, None, -1.0, 0, torch.uint8), "output scale"),
+    ("zero point", lambda: jq.qlinear(u8(torch.randn(2, 16)), 0.05, 128, *W2, None, 0.1, 300, torch.uint8), "zero point"),
+    ("pool rank", lambda: jq.qmax_pool2d(u8(torch.randn(4, 4)), 0.05, 128, [2, 2], [2, 2], [0, 0], [1, 1], False, 0.05, 128, torch.uint8), "4-D"),
+    ("bmm rank", lambda: jq.qbmm(u8(torch.randn(4, 4)), 0.05, 128, u8(torch.randn(4, 4)), 0.05, 128, 1.0, 0, None), "rank >= 3"),
+    ("dynamic input", lambda: jq.qlinear_dynamic(torch.randn(2, 16).double(), None, *W2, None), "float32 or bfloat16"),
+    ("dynamic smooth", lambda: jq.qlinear_dynamic(torch.randn(2, 16), torch.ones(3), *W2, None), "smoothing factors"),
+    ("quantize dtype", lambda: jq.quantize_per_tensor(torch.randn(3), 0.1, 0, torch.float32), "uint8 or torch.int8"),
+    ("quantize scale", lambda: jq.quantize_per_tensor(torch.randn(3), -1.0, 0, torch.uint8), "scale must be positive"),
+    ("dequantize dtype", lambda: jq.dequantize_per_tensor(torch.randn(3), 0.1, 0), "uint8 or int8"),
 ])
 def test_int8_ops_reject_bad_input_clearly(case, call, message):
     with pytest.raises(RuntimeError, match=message):
@@ -167,6 +194,82 @@ def test_int8_ops_reject_bad_input_clearly(case, call, message):
 
 
 def test_int8_ops_take_an_empty_batch():
-    out = torch.ops.jitfuse.qconv2d(q(torch.randn(0, 8, 6, 6)), qweight(8, 8, 3, 3), None, [1, 1], [1, 1], [1, 1], 1, 0.1, 0, torch.quint8)
-    assert out.shape == (0, 8, 6, 6) and out.is_quantized
-    assert torch.ops.jitfuse.qlinear(q(torch.randn(0, 16)), qweight(16, 16), None, 1.0, 0, None).shape == (0, 16)
+    out = jq.qconv2d(u8(torch.randn(0, 8, 6, 6)), 0.05, 128, *W4, None, [1, 1], [1, 1], [1, 1], 1, 0.1, 0, torch.uint8)
+    assert out.shape == (0, 8, 6, 6) and out.dtype == torch.uint8
+    assert jq.qlinear(u8(torch.randn(0, 16)), 0.05, 128, *W2, None, 1.0, 0, None).shape == (0, 16)
+    assert jq.qlinear_dynamic(torch.randn(0, 16), None, *W2, None).shape == (0, 16)
+
+
+# ---- dynamic linears: float in, each row quantized at run time, float out ----------------------
+
+class Dynamic(nn.Module):
+    def __init__(self, tail, smooth):
+        super().__init__()
+        self.w, self.s = qweight(16, 16, bits=8)
+        self.s = self.s.flatten()
+        self.b, self.tail = torch.randn(16), tail
+        self.smooth = torch.rand(16) + 0.5 if smooth else None
+
+    def forward(self, x, other):
+        return self.tail(jq.qlinear_dynamic(x, self.smooth, self.w, self.s, self.b))
+
+
+def rows_reference(x, smooth, values, scales, bias):
+    """What qlinear_dynamic computes, in float64 from its definition."""
+    x = x.double() / (smooth.double() if smooth is not None else 1.0)
+    lo = x.amin(-1, keepdim=True).clamp(max=0)
+    hi = x.amax(-1, keepdim=True).clamp(min=0)
+    scale = ((hi - lo) / 255).where(hi > lo, torch.ones_like(hi))
+    zp = (-lo / scale).round().clamp(0, 255)
+    xq = ((x / scale).round() + zp).clamp(0, 255)
+    return F.linear((xq - zp) * scale, values.double() * scales.double().view(-1, 1), bias.double())
+
+
+@pytest.mark.parametrize("smooth", [False, True], ids=["plain", "smoothed"])
+@pytest.mark.parametrize("name,tail,op", [
+    ("none", lambda y: y, "qlinear_dynamic"),
+    ("relu", F.relu, "qlinear_dynamic_relu"),
+    ("gelu", F.gelu, "qlinear_dynamic_gelu"),
+    ("gelu_tanh", lambda y: F.gelu(y, approximate="tanh"), "qlinear_dynamic_gelu"),
+])
+def test_dynamic_linear_fuses_its_activation_and_matches(name, tail, op, smooth):
+    torch.manual_seed(0)
+    model, inputs = Dynamic(tail, smooth), LINEAR_IN()
+    _, ref, _ = frozen(model, inputs, enabled=False)
+    _, got, kinds = frozen(model, inputs, enabled=True)
+    assert kinds.get(f"jitfuse::{op}") == 1 and not {"aten::relu", "aten::gelu"} & set(kinds), kinds
+    assert max_rel_err(got, ref) <= 1e-5
+    exact = tail(rows_reference(inputs[0], model.smooth, model.w, model.s, model.b))
+    assert max_rel_err(got, exact) <= 1e-5
+
+
+def test_three_dynamic_linears_on_one_input_merge():
+    class QKV(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ws = [qweight(16, 16, bits=8) for _ in range(3)]
+            self.smooth = torch.rand(16) + 0.5
+
+        def forward(self, x, other):
+            return tuple(jq.qlinear_dynamic(x, self.smooth, w, s.flatten(), None) for w, s in self.ws)
+
+    torch.manual_seed(0)
+    model, inputs = QKV(), LINEAR_IN()
+    _, ref, _ = frozen(model, inputs, enabled=False)
+    _, got, kinds = frozen(model, inputs, enabled=True)
+    assert kinds.get("jitfuse::qlinear_dynamic") == 1 and "aten::split_with_sizes" in kinds, kinds
+    for g, r in zip(got, ref):
+        assert max_rel_err(g, r) <= 1e-5
+
+
+def test_no_quantized_dtype_is_created():
+    """The int8 ops and conversions run on plain tensors: torch 2.13's deprecation warning for
+    quantized tensor creation never fires."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for row in ROWS:
+            model = Chain(row[1], True)
+            frozen(model, row[2](), enabled=True)
+        frozen(Dynamic(F.gelu, True), LINEAR_IN(), enabled=True)
+    assert not [w for w in seen if "quantized tensor creation" in str(w.message)]

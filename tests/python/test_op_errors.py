@@ -203,33 +203,60 @@ def pool_case(name, case):
     return lambda: ops.adaptive_avg_pool2d(x, [1, 1]), lambda: F.adaptive_avg_pool2d(x, 1)
 
 
-def q(t, scale=0.05, zp=128):
-    return torch.quantize_per_tensor(t, scale, zp, torch.quint8)
+jq = torch.ops.jitfuse
+S, Z = 0.05, 128  # an int8 activation's scale and zero point
+
+
+def u8(t, scale=S, zp=Z):
+    return jq.quantize_per_tensor(t, scale, zp, torch.uint8)
+
+
+def dq(t, scale=S, zp=Z):
+    """What the op would read: the float value of uint8 `t` (plain float tensors pass through)."""
+    return jq.dequantize_per_tensor(t, scale, zp) if t.dtype == torch.uint8 else t
+
+
+def requant(t):
+    return u8(t, 0.1, 100)
 
 
 def qw(*shape):
     w = torch.randn(shape) * 0.1
     s = w.abs().amax(dim=tuple(range(1, w.dim()))) / 63
-    return torch.quantize_per_channel(w, s.double(), torch.zeros(shape[0], dtype=torch.long), 0, torch.qint8)
+    return torch.round(w / s.view([-1] + [1] * (w.dim() - 1))).to(torch.int8), s
+
+
+def float_weight(values, scales):
+    return values.float() * scales.view([-1] + [1] * (values.dim() - 1))
+
+
+def int8_transform(x, case):
+    """transform() for a uint8 activation: its wrong dtype is float32."""
+    if case == "wrong dtype":
+        return dq(x)
+    if case == "requires grad":
+        return None
+    return transform(x, case)
 
 
 def qconv_case(name, case):
-    x, w, b = q(torch.randn(2, 8, 5, 5)), qw(8, 8, 3, 3), torch.randn(8)
-    x = transform(x, case)
-    if x is None or case == "requires grad":
+    x, (w, s), b = u8(torch.randn(2, 8, 5, 5)), qw(8, 8, 3, 3), torch.randn(8)
+    x = int8_transform(x, case)
+    if x is None:
         return None
-    out = (0.1, 100, torch.quint8)
-    relu = "relu" in name
+    out = (0.1, 100, torch.uint8)
+    relu = F.relu if "relu" in name else (lambda y: y)
+    geom = ([1, 1], [1, 1], [1, 1], 1)
     if "sum" not in name:
         if case in ("aliased output", "overlapping output"):
             return None  # one operand: nothing to alias
-        return (lambda: getattr(ops, name)(x, w, b, [1, 1], [1, 1], [1, 1], 1, *out),
-                lambda: q((F.relu if relu else (lambda y: y))(F.conv2d(x.dequantize(), w.dequantize(), b, 1, 1)), 0.1, 100))
+        return (lambda: getattr(ops, name)(x, S, Z, w, s, b, *geom, *out),
+                lambda: requant(relu(F.conv2d(dq(x), float_weight(w, s), b, 1, 1))))
     out_shape = [x.shape[0], 8] + list(x.shape[2:]) if case != "wrong rank" else [2, 8, 5, 5]
-    other = {"aliased output": x.dequantize() if x.is_quantized else x,
-             "overlapping output": torch.randn(1, 8, 1, 1).expand(out_shape)}.get(case, torch.randn(out_shape))
-    return (lambda: getattr(ops, name)(x, w, b, [1, 1], [1, 1], [1, 1], 1, other, *out),
-            lambda: q((F.relu if relu else (lambda y: y))(F.conv2d(x.dequantize(), w.dequantize(), b, 1, 1) + other), 0.1, 100))
+    other = {"aliased output": dq(x), "overlapping output": torch.randn(1, 8, 1, 1).expand(out_shape)}.get(
+        case, torch.randn(out_shape))
+    return (lambda: getattr(ops, name)(x, S, Z, w, s, b, *geom, other, None, None, *out),
+            lambda: requant(relu(F.conv2d(dq(x), float_weight(w, s), b, 1, 1) + other)))
 
 
 QLINEAR_TAILS = {"qlinear": lambda y: y, "qlinear_relu": F.relu, "qlinear_sigmoid": torch.sigmoid,
@@ -237,43 +264,83 @@ QLINEAR_TAILS = {"qlinear": lambda y: y, "qlinear_relu": F.relu, "qlinear_sigmoi
 
 
 def qlinear_case(name, case):
-    x, w, b = q(torch.randn(3, 4, 16)), qw(12, 16), torch.randn(12)
-    x = x[..., :-1] if case == "mismatched channels" else transform(x, case)
-    if x is None or case in ("channels_last", "requires grad", "aliased output"):
+    x, (w, s), b = u8(torch.randn(3, 4, 16)), qw(12, 16), torch.randn(12)
+    x = x[..., :-1] if case == "mismatched channels" else int8_transform(x, case)
+    if x is None or case in ("channels_last", "aliased output"):
         return None
     if name != "qlinear_sum" and case == "overlapping output":
         return None
-    out = (0.1, 100, torch.quint8)
+    out = (0.1, 100, torch.uint8)
     extra = ("none",) if name == "qlinear_gelu" else ()
     if name != "qlinear_sum":
-        return (lambda: getattr(ops, name)(x, w, b, *extra, *out),
-                lambda: q(QLINEAR_TAILS[name](F.linear(x.dequantize(), w.dequantize(), b)), 0.1, 100))
+        return (lambda: getattr(ops, name)(x, S, Z, w, s, b, *extra, *out),
+                lambda: requant(QLINEAR_TAILS[name](F.linear(dq(x), float_weight(w, s), b))))
     shape = list(x.shape[:-1]) + [12]
     other = torch.randn(1, 12).expand(shape) if case == "overlapping output" else torch.randn(shape)
-    return (lambda: ops.qlinear_sum(x, w, b, other, *out),
-            lambda: q(F.linear(x.dequantize(), w.dequantize(), b) + other, 0.1, 100))
+    return (lambda: ops.qlinear_sum(x, S, Z, w, s, b, other, None, None, *out),
+            lambda: requant(F.linear(dq(x), float_weight(w, s), b) + other))
+
+
+DYNAMIC_TAILS = {"qlinear_dynamic": lambda y: y, "qlinear_dynamic_relu": F.relu, "qlinear_dynamic_gelu": F.gelu}
+
+
+def qlinear_dynamic_case(name, case):
+    """Float in, float out: compared with the same row quantization done by hand."""
+    x, (w, s), b = torch.randn(3, 4, 16), qw(12, 16), torch.randn(12)
+    x = x[..., :-1] if case == "mismatched channels" else transform(x, case)
+    if x is None or case in ("channels_last", "aliased output", "overlapping output"):
+        return None
+
+    def reference():
+        F.linear(x, float_weight(w, s), b)  # ATen's error for shapes that do not multiply
+        if x.numel() == 0:
+            return DYNAMIC_TAILS[name](F.linear(x, float_weight(w, s), b))
+        lo, hi = x.amin(-1, keepdim=True).clamp(max=0), x.amax(-1, keepdim=True).clamp(min=0)
+        scale = ((hi - lo) / 255).where(hi > lo, torch.ones_like(hi))
+        zp = (-lo / scale).round().clamp(0, 255)
+        xq = ((x / scale).round() + zp).clamp(0, 255)
+        return DYNAMIC_TAILS[name](F.linear((xq - zp) * scale, float_weight(w, s), b))
+    return lambda: getattr(ops, name)(x, None, w, s, b), reference
 
 
 def qbmm_case(name, case):
-    a, b = q(torch.randn(2, 4, 6)), q(torch.randn(2, 6, 5))
-    a = transform(a, case)
-    if a is None or case in ("channels_last", "requires grad", "overlapping output"):
+    a, b = u8(torch.randn(2, 4, 6)), u8(torch.randn(2, 6, 5))
+    a = int8_transform(a, case)
+    if a is None or case in ("channels_last", "overlapping output"):
         return None
     if case == "aliased output":
         b = a.transpose(1, 2)
     div = name == "qbmm_div"
     args = (2.0,) if div else ()
-    return (lambda: getattr(ops, name)(a, b, *args, 0.1, 100, torch.quint8),
-            lambda: q(torch.matmul(a.dequantize(), b.dequantize()) / (2.0 if div else 1.0), 0.1, 100))
+    return (lambda: getattr(ops, name)(a, S, Z, b, S, Z, *args, 0.1, 100, torch.uint8),
+            lambda: requant(torch.matmul(dq(a), dq(b)) / (2.0 if div else 1.0)))
 
 
 def qpool_case(name, case):
-    x = q(torch.randn(2, 8, 6, 6))
-    x = transform(x, case)
-    if x is None or case in ("requires grad", "aliased output", "overlapping output"):
+    x = int8_transform(u8(torch.randn(2, 8, 6, 6)), case)
+    if x is None or case in ("aliased output", "overlapping output"):
         return None
-    return (lambda: ops.qmax_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False, 0.05, 128, torch.quint8),
-            lambda: q(F.max_pool2d(x.dequantize(), 2)))
+    return (lambda: ops.qmax_pool2d(x, S, Z, [2, 2], [2, 2], [0, 0], [1, 1], False, 0.05, 128, torch.uint8),
+            lambda: u8(F.max_pool2d(dq(x), 2)))
+
+
+def quantize_case(name, case):
+    x = transform(torch.randn(2, 8, 5, 5), case)
+    if x is None or case in ("aliased output", "overlapping output"):
+        return None
+    if name == "quantize_per_tensor":
+        def reference():
+            if not x.is_floating_point():
+                raise RuntimeError("ATen's quantize_per_tensor takes float input only")
+            return ((x.float() / S).round() + Z).clamp(0, 255).to(torch.uint8)
+        return lambda: jq.quantize_per_tensor(x, S, Z, torch.uint8), reference
+    q8 = u8(x) if x.is_floating_point() else x
+
+    def reference():
+        if q8.dtype != torch.uint8:
+            raise RuntimeError("not an int8 tensor")
+        return (q8.float() - Z) * S
+    return lambda: jq.dequantize_per_tensor(q8, S, Z), reference
 
 
 def family(name):
@@ -281,6 +348,8 @@ def family(name):
         return conv_case
     if name.startswith("qconv2d"):
         return qconv_case
+    if name.startswith("qlinear_dynamic"):
+        return qlinear_dynamic_case
     if name.startswith("qlinear"):
         return qlinear_case
     if name.startswith("qbmm"):
@@ -290,7 +359,8 @@ def family(name):
             "matmul": matmul_case, "view_transpose_contiguous_view": vtcv_case,
             "like_memory_format": like_memory_format_case, "qmax_pool2d": qpool_case,
             "to_channels_last": to_channels_last_case, "max_pool2d": pool_case, "attention": attention_case,
-            "adaptive_avg_pool2d": pool_case}[name]
+            "adaptive_avg_pool2d": pool_case, "quantize_per_tensor": quantize_case,
+            "dequantize_per_tensor": quantize_case}[name]
 
 
 def all_ops():
@@ -307,10 +377,10 @@ def all_ops():
 
 
 def compare(got, ref):
-    if ref.is_quantized:
-        assert got.is_quantized and got.shape == ref.shape, (got.shape, ref.shape)
+    if ref.dtype in (torch.uint8, torch.int8):
+        assert got.dtype == ref.dtype and got.shape == ref.shape, (got.dtype, ref.dtype, got.shape, ref.shape)
         if ref.numel():
-            assert (got.int_repr().int() - ref.int_repr().int()).abs().max().item() <= 1
+            assert (got.int() - ref.int()).abs().max().item() <= 1
         return
     assert got.shape == ref.shape and got.dtype == ref.dtype, (got.shape, ref.shape, got.dtype, ref.dtype)
     got, ref = got.detach(), ref.detach()
@@ -374,6 +444,7 @@ TABLE = {
     "conv3d_sum_relu":                [E, E, E, R, E, R, R, R, R, R],
     "conv3d_sum_relu_":               [E, E, E, R, E, R, R, R, E, R],
     "conv3d_swish":                   [E, E, E, R, E, R, R, N, N, R],
+    "dequantize_per_tensor":          [E, R, R, R, R, R, R, N, N, R],
     "div_add_softmax":                [R, R, R, R, E, R, R, R, R, R],
     "like_memory_format":             [R, R, R, R, R, R, R, N, N, R],
     "linear":                         [E, R, E, R, E, R, N, N, N, R],
@@ -389,11 +460,15 @@ TABLE = {
     "qconv2d_sum":                    [E, E, E, R, E, R, R, R, R, N],
     "qconv2d_sum_relu":               [E, E, E, R, E, R, R, R, R, N],
     "qlinear":                        [E, R, E, R, E, R, N, N, N, N],
+    "qlinear_dynamic":                [E, R, E, R, E, R, N, N, N, R],
+    "qlinear_dynamic_gelu":           [E, R, E, R, E, R, N, N, N, R],
+    "qlinear_dynamic_relu":           [E, R, E, R, E, R, N, N, N, R],
     "qlinear_gelu":                   [E, R, E, R, E, R, N, N, N, N],
     "qlinear_relu":                   [E, R, E, R, E, R, N, N, N, N],
     "qlinear_sigmoid":                [E, R, E, R, E, R, N, N, N, N],
     "qlinear_sum":                    [E, R, E, R, E, R, N, N, R, N],
     "qmax_pool2d":                    [E, E, R, R, E, R, R, N, N, N],
+    "quantize_per_tensor":            [E, R, R, R, R, R, R, N, N, R],
     "to_channels_last":               [R, R, R, R, R, R, R, N, N, R],
     "view_transpose_contiguous_view": [R, E, R, R, E, R, N, N, N, R],
 }

@@ -1,5 +1,7 @@
-"""The INT8 calibration flow: QuantConf JSON round trip, broken files, convert with and without a
-saved recipe, per-op fp32 fallback, and end-to-end accuracy of ResNet-50 and BERT-base."""
+"""The INT8 calibration flow: QuantConf JSON round trips (version 2, and version 1 files), broken
+files, convert with and without a saved recipe, per-op fp32 fallback, SmoothQuant and dynamic rows,
+autotune, no deprecated quantized dtype anywhere, and end-to-end accuracy of ResNet-50, BERT-base
+and the pretrained all-MiniLM-L6-v2."""
 import json
 import os
 import sys
@@ -16,7 +18,7 @@ from jitfuse.quantization import QuantConfError
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
 
-HEAVY = {"aten::_convolution", "aten::conv2d", "aten::linear", "aten::addmm", "aten::matmul", "aten::bmm"}
+HEAVY = {"aten::_convolution", "aten::conv2d", "aten::linear", "aten::addmm"}
 
 
 class Net(nn.Module):
@@ -56,6 +58,16 @@ def run(qmodel, x, times=3):
     return out, node_kinds(qmodel.graph_for(x))
 
 
+def graph_tensors(module):
+    """The tensor constants of a frozen module's graph (its weights)."""
+    out = []
+    for n in module.graph.findAllNodes("prim::Constant"):
+        v = n.output().toIValue()
+        if isinstance(v, torch.Tensor):
+            out.append(v)
+    return out
+
+
 def cos(a, b):
     return F.cosine_similarity(a.flatten().float(), b.flatten().float(), dim=0).item()
 
@@ -77,23 +89,40 @@ def test_flow_runs_int8_and_stays_close(net, observer):
     assert isinstance(qmodel, torch.jit.ScriptModule)
     out, kinds = run(qmodel, x)
     assert not HEAVY & set(kinds), kinds
-    for op in ("qconv2d_relu", "qconv2d_sum_relu", "qmax_pool2d", "qlinear_gelu", "qlinear_sum", "qlinear_sigmoid", "qbmm_div"):
+    for op in ("qconv2d_relu", "qconv2d_sum_relu", "qmax_pool2d", "qlinear_dynamic_gelu", "qlinear_dynamic"):
         assert f"jitfuse::{op}" in kinds, (op, kinds)
+    assert kinds.get("aten::bmm") == 1, "products stay float by default (jitfuse's int8 product computes in float)"
     with torch.no_grad():
         assert cos(out, net(x)) >= 0.99
 
 
-def test_reference_graph_runs_on_stock_pytorch(net):
-    """convert's module is a plain reference quantized graph: stock PyTorch gives the same
-    numbers as jitfuse's int8 ops, within one output step of each int8 op."""
+def test_reference_graph_runs_unfused(net):
+    """convert's module is a reference int8 graph that runs as it is (jitfuse's conversions and
+    stock float ops): the same numbers as jitfuse's int8 kernels, within their rounding."""
     prepared, conf = calibrated(net, 4)
     x = torch.randn(2, 3, 8, 8)
     jitfuse.set_enabled(False)
-    stock, stock_kinds = run(quantization.convert(prepared, conf, x), x)
+    plain, plain_kinds = run(quantization.convert(prepared, conf, x), x)
     jitfuse.set_enabled(True)
     fused, _ = run(quantization.convert(prepared, conf, x), x)
-    assert not any(k.startswith("jitfuse::") for k in stock_kinds)
-    assert cos(fused, stock) >= 0.999
+    assert "aten::_convolution" in plain_kinds and not any(k.startswith("jitfuse::qconv") for k in plain_kinds)
+    assert cos(fused, plain) >= 0.999
+
+
+def test_no_deprecated_quantized_dtype_anywhere(net):
+    """prepare, calibrate, convert and calls create no quint8/qint8/qint32 tensor (deprecated
+    since torch 2.13: the flow and its ops use plain uint8/int8 tensors)."""
+    import warnings
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        prepared, conf = calibrated(net, 2)
+        x = torch.randn(2, 3, 8, 8)
+        run(quantization.convert(prepared, conf, x), x)
+    assert not [w for w in seen if "quantized tensor creation" in str(w.message)]
+    with torch.no_grad():
+        q = quantization.convert(prepared, conf, x)
+    tensors = graph_tensors(q)
+    assert any(t.dtype == torch.int8 for t in tensors) and not any(t.is_quantized for t in tensors)
 
 
 def test_recipe_round_trips_through_json(net, tmp_path):
@@ -101,7 +130,7 @@ def test_recipe_round_trips_through_json(net, tmp_path):
     path = tmp_path / "int8_conf.json"
     conf.save(path, default_recipe=True)
     doc = json.loads(path.read_text())
-    assert doc["version"] == 1 and doc["ops"]
+    assert doc["version"] == 2 and doc["ops"] and doc["weight"]["bits"] == quantization.native_weight_bits()
     assert {e["kind"] for e in doc["ops"].values()} >= {"conv2d", "linear", "add", "max_pool2d", "bmm"}
     again = QuantConf(path)
     assert again.ops.keys() == conf.ops.keys()
@@ -145,6 +174,129 @@ def test_convert_needs_calibration(net):
         quantization.convert(net, conf, torch.randn(2, 3, 8, 8))
 
 
+def test_version_1_files_still_load_and_convert(net, tmp_path):
+    """A version 1 recipe (static per-tensor activations everywhere, 7-bit weights) converts as
+    it meant: every linear static, weights within [-63, 63]."""
+    prepared, conf = calibrated(net, 2)
+    path = tmp_path / "v2.json"
+    conf.save(path)
+    doc = json.loads(path.read_text())
+    v1 = {"version": 1, "dtype": "int8", "observer": "minmax",
+          "activation": {"dtype": "uint8", "qscheme": "per_tensor_affine"},
+          "weight": {"dtype": "int8", "qscheme": "per_channel_symmetric", "quant_min": -63, "quant_max": 63},
+          "ops": {name: {k: v for k, v in e.items() if k in ("kind", "recipe", "inputs")} for name, e in doc["ops"].items()}}
+    (tmp_path / "v1.json").write_text(json.dumps(v1))
+    old = QuantConf(tmp_path / "v1.json")
+    assert old.weight_bits == 7 and {e["activation"] for e in old.ops.values()} == {"static"}
+    x = torch.randn(2, 3, 8, 8)
+    q = quantization.convert(net, old, x)
+    out, kinds = run(q, x)
+    assert kinds.get("jitfuse::qlinear_gelu") == 1 and "jitfuse::qlinear_dynamic" not in kinds, kinds
+    weights = [t for t in graph_tensors(q) if t.dtype == torch.int8]
+    assert weights and max(t.abs().max().item() for t in weights) <= 63
+    with torch.no_grad():
+        assert cos(out, net(x)) >= 0.99
+    # and saved again, it is a version 2 file that means the same
+    old.save(tmp_path / "again.json")
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["version"] == 2 and again["weight"]["bits"] == 7
+
+
+class LayerNormed(nn.Module):
+    """LayerNorm -> three linears (Q, K, V shape) and a fourth: the smoothing's candidates."""
+
+    def __init__(self):
+        super().__init__()
+        self.ln = nn.LayerNorm(16)
+        self.q, self.k, self.v, self.out = (nn.Linear(16, 16) for _ in range(4))
+
+    def forward(self, x):
+        h = self.ln(x)
+        return self.out(self.q(h) * self.k(h) + self.v(h))
+
+
+def test_smoothing_is_recorded_and_shared_by_linears_of_one_input(tmp_path):
+    torch.manual_seed(0)
+    model = LayerNormed().eval()
+    model.ln.weight.data[3] = 20.0  # an outlier channel, as pretrained transformers have
+    prepared, conf = quantization.prepare(model, QuantConf())
+    with torch.no_grad(), quantization.calibrate(conf):
+        prepared(torch.randn(4, 8, 16))
+    smoothed = {n for n, e in conf.ops.items() if "smooth" in e}
+    assert smoothed == {"q:linear", "k:linear", "v:linear"}, smoothed  # out reads no LayerNorm
+    assert all(len(conf.ops[n]["smooth"]["channel_max"]) == 16 for n in smoothed)
+    conf.save(tmp_path / "s.json")
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["ops"]["q:linear"]["smooth"]["alpha"] == 0.5 and doc["ops"]["q:linear"]["activation"] == "dynamic"
+    x = torch.randn(4, 8, 16)
+    out, kinds = run(quantization.convert(model, QuantConf(tmp_path / "s.json"), x), x)
+    # one merged, smoothed q/k/v product (one quantization of h), and the output projection
+    assert kinds.get("jitfuse::qlinear_dynamic") == 2 and "aten::split_with_sizes" in kinds, kinds
+    with torch.no_grad():
+        assert cos(out, model(x)) >= 0.999
+
+
+def test_bad_smoothing_fields_are_named(net, tmp_path):
+    torch.manual_seed(0)
+    model = LayerNormed().eval()
+    prepared, conf = quantization.prepare(model, QuantConf())
+    with torch.no_grad(), quantization.calibrate(conf):
+        prepared(torch.randn(4, 8, 16))
+    conf.save(tmp_path / "s.json")
+    for field, value in [("alpha", 2.0), ("alpha", "half"), ("channel_max", [1.0, -2.0])]:
+        doc = json.loads((tmp_path / "s.json").read_text())
+        doc["ops"]["q:linear"]["smooth"][field] = value
+        (tmp_path / "bad.json").write_text(json.dumps(doc))
+        with pytest.raises(QuantConfError, match=rf"bad\.json.*ops\.q:linear\.smooth\.{field}"):
+            QuantConf(tmp_path / "bad.json")
+    doc = json.loads((tmp_path / "s.json").read_text())
+    doc["ops"]["q:linear"]["smooth"]["channel_max"] = [1.0] * 5  # not the linear's width
+    (tmp_path / "narrow.json").write_text(json.dumps(doc))
+    with pytest.raises(QuantConfError, match=r"narrow\.json.*ops\.q:linear\.smooth\.channel_max"):
+        quantization.convert(model, QuantConf(tmp_path / "narrow.json"), torch.randn(4, 8, 16))
+
+
+class Planted(nn.Module):
+    """Four linears; the third one's input has one channel a thousand times larger than the rest,
+    and its weight reads only that channel: int8 rows cannot hold both ranges."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c, self.d = (nn.Linear(16, 16) for _ in range(4))
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        h = self.b(h)
+        h = h * torch.tensor([1000.0] + [1.0] * 15)
+        return self.d(self.c(h))
+
+
+def test_autotune_keeps_the_planted_sensitive_layer_in_fp32(tmp_path):
+    torch.manual_seed(0)
+    model = Planted().eval()
+    with torch.no_grad():
+        model.c.weight.zero_()
+        model.c.weight[:, 1:] = torch.randn(16, 15)  # reads the small channels only
+    calib = [torch.randn(8, 16) for _ in range(4)]
+    x = torch.randn(64, 16)
+    with torch.no_grad():
+        ref = model(x)
+
+    def evaluate(m):
+        with torch.no_grad():
+            return cos(m(x), ref)
+
+    qmodel, conf = quantization.autotune(model, QuantConf(), calib, evaluate, tolerance=1e-4)
+    fallbacks = {n for n, e in conf.ops.items() if e["recipe"] == "fp32"}
+    assert fallbacks == {"c:linear"}, {n: e.get("fallback") for n, e in conf.ops.items()}
+    assert "autotune" in conf.ops["c:linear"]["fallback"]
+    assert evaluate(qmodel) >= evaluate(model) - 1e-4
+    conf.save(tmp_path / "tuned.json")
+    doc = json.loads((tmp_path / "tuned.json").read_text())
+    assert doc["ops"]["c:linear"]["recipe"] == "fp32" and "fallback" in doc["ops"]["c:linear"]
+    assert QuantConf(tmp_path / "tuned.json").ops["c:linear"]["fallback"] == conf.ops["c:linear"]["fallback"]
+
+
 VALID = None
 
 
@@ -171,6 +323,9 @@ def broken_cases():
         ("string scale", edit(lambda d: first(d)["inputs"][0].update(scale="0.1")), ".scale"),
         ("zero point range", edit(lambda d: first(d)["inputs"][0].update(zero_point=1000)), ".zero_point"),
         ("missing inputs", edit(lambda d: first(d).pop("inputs")), ".inputs"),
+        ("weight bits", edit(lambda d: d["weight"].update(bits=4)), "weight.bits"),
+        ("bad activation", edit(lambda d: first(d).update(activation="per_token")), ".activation"),
+        ("fallback type", edit(lambda d: first(d).update(fallback=3)), ".fallback"),
     ]
 
 
@@ -229,7 +384,7 @@ def test_bert_base_int8_accuracy():
             out = qmodel(x, mask)
         kinds = node_kinds(qmodel.graph_for(x, mask))
         ref = model(x, mask)
-    assert "aten::linear" not in kinds and kinds.get("jitfuse::qlinear", 0) + kinds.get("jitfuse::qlinear_sum", 0) > 0, kinds
+    assert "aten::linear" not in kinds and kinds.get("jitfuse::qlinear_dynamic", 0) > 0, kinds
     c = cos(out[0], ref[0])
     print(f"bert-base int8 cosine to fp32: {c:.4f}")
     assert c >= 0.99
@@ -255,6 +410,6 @@ def test_a_module_called_twice_quantizes_both_calls():
     assert {"fc:linear", "fc:linear.2", ":bmm"} <= set(conf.ops)
     x = torch.randn(2, 4, 16)
     out, kinds = run(quantization.convert(model, conf, x), x)
-    assert kinds.get("jitfuse::qlinear") and "aten::linear" not in kinds, kinds  # freezing may merge the two
+    assert kinds.get("jitfuse::qlinear_dynamic") and "aten::linear" not in kinds, kinds  # freezing may merge the two
     with torch.no_grad():
         assert cos(out, model(x)) >= 0.99

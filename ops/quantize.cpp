@@ -1,0 +1,233 @@
+// quantize_per_tensor / dequantize_per_tensor on plain uint8/int8 tensors: the reference graph's
+// conversions of activations (and what runs where no int8 op took them), one vectorized pass each.
+// (Weights are dequantized with stock ops, aten::dequantize(int8) * scales: aten::dequantize is on
+// constant propagation's skip list, so freezing keeps a constant int8 weight int8; an op of ours
+// would be folded back into a float weight.) Schemas at the bottom.
+#include "ops/quantize.h"
+
+#include "ops/allocator.h"
+#include "ops/vec.h"
+
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace jitfuse::quantize {
+namespace {
+
+using vec::kLanes;
+using vec::load;
+using vec::Vec;
+using Ints = int32_t __attribute__((vector_size(kLanes * sizeof(int32_t))));
+using U8 = uint8_t __attribute__((vector_size(kLanes)));
+using S8 = int8_t __attribute__((vector_size(kLanes)));
+
+// Round half to even, exact for |v| < 2^22 (callers clamp first): what std::nearbyint does.
+[[gnu::always_inline]] inline Vec round_even(Vec v) {
+  const float magic = 12582912.f;  // 1.5 * 2^23
+  return (v + magic) - magic;
+}
+[[gnu::always_inline]] inline float round_even(float v) { return std::nearbyint(v); }
+
+[[gnu::always_inline]] inline Vec clamp(Vec v, float lo, float hi) {
+  v = v < lo ? Vec{} + lo : v;
+  return v > hi ? Vec{} + hi : v;
+}
+
+template <class Q, class QV>
+[[gnu::always_inline]] inline void quantize_span(const float* x, int64_t n, float inv_scale,
+                                                 float zero_point, float lo, float hi, Q* q) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const Vec v = clamp(round_even(clamp(load(x + i) * inv_scale, lo - zero_point - 1, hi - zero_point + 1)) + zero_point, lo, hi);
+    const QV out = __builtin_convertvector(__builtin_convertvector(v, Ints), QV);
+    __builtin_memcpy(q + i, &out, sizeof out);
+  }
+  for (; i < n; ++i) {
+    const float v = std::clamp(round_even(std::clamp(x[i] * inv_scale, lo - zero_point - 1, hi - zero_point + 1)) + zero_point, lo, hi);
+    q[i] = static_cast<Q>(v);
+  }
+}
+
+template <class Q, class QV>
+[[gnu::always_inline]] inline void dequantize_span(const Q* q, int64_t n, float scale, float zero_point, float* x) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    QV in;
+    __builtin_memcpy(&in, q + i, sizeof in);
+    vec::store(x + i, (__builtin_convertvector(in, Vec) - zero_point) * scale);
+  }
+  for (; i < n; ++i) x[i] = (static_cast<float>(q[i]) - zero_point) * scale;
+}
+
+JITFUSE_CLONES
+void quantize_u8(const float* x, int64_t n, float inv_scale, float zp, uint8_t* q) {
+  quantize_span<uint8_t, U8>(x, n, inv_scale, zp, 0.f, 255.f, q);
+}
+JITFUSE_CLONES
+void quantize_s8(const float* x, int64_t n, float inv_scale, float zp, int8_t* q) {
+  quantize_span<int8_t, S8>(x, n, inv_scale, zp, -128.f, 127.f, q);
+}
+JITFUSE_CLONES
+void dequantize_u8(const uint8_t* q, int64_t n, float scale, float zp, float* x) {
+  dequantize_span<uint8_t, U8>(q, n, scale, zp, x);
+}
+JITFUSE_CLONES
+void dequantize_s8(const int8_t* q, int64_t n, float scale, float zp, float* x) {
+  dequantize_span<int8_t, S8>(q, n, scale, zp, x);
+}
+
+// One row: x_k * inv_smooth_k quantized to uint8 with the row's own scale and zero point. The
+// values land in [0, 255] by construction; the clamp only guards rounding at the ends.
+template <class T>
+[[gnu::always_inline]] inline void quantize_row(const T* x, const float* inv_smooth, int64_t k, float* scratch,
+                                                uint8_t* q, float* scale_out, float* zero_point_out) {
+  Vec lo{}, hi{};
+  float row_lo = 0.f, row_hi = 0.f;
+  const int64_t body = k - k % kLanes;
+  for (int64_t j = 0; j < body; j += kLanes) {
+    Vec v = load(x + j);
+    if (inv_smooth) v *= load(inv_smooth + j);
+    vec::store(scratch + j, v);
+    lo = v < lo ? v : lo;
+    hi = v > hi ? v : hi;
+  }
+  for (int64_t j = body; j < k; ++j) {
+    scratch[j] = vec::widen(x[j]) * (inv_smooth ? inv_smooth[j] : 1.f);
+    row_lo = std::min(row_lo, scratch[j]);
+    row_hi = std::max(row_hi, scratch[j]);
+  }
+  for (int64_t l = 0; l < kLanes; ++l) {
+    row_lo = std::min(row_lo, lo[l]);
+    row_hi = std::max(row_hi, hi[l]);
+  }
+  const float scale = row_hi > row_lo ? (row_hi - row_lo) / 255.f : 1.f;
+  const float inv = 1.f / scale;
+  const float zero_point = std::clamp(std::nearbyint(-row_lo * inv), 0.f, 255.f);
+  int64_t j = 0;
+  for (; j < body; j += kLanes) {
+    const Vec v = clamp(round_even(load(scratch + j) * inv + zero_point), 0.f, 255.f);
+    const U8 out = __builtin_convertvector(__builtin_convertvector(v, Ints), U8);
+    __builtin_memcpy(q + j, &out, sizeof out);
+  }
+  for (; j < k; ++j) q[j] = static_cast<uint8_t>(std::clamp(std::nearbyint(scratch[j] * inv + zero_point), 0.f, 255.f));
+  *scale_out = scale;
+  *zero_point_out = zero_point;
+}
+
+JITFUSE_CLONES
+void quantize_rows(const float* x, const float* inv_smooth, int64_t begin, int64_t end, int64_t k,
+                   float* scratch, uint8_t* q, float* scales, float* zero_points) {
+  for (int64_t r = begin; r < end; ++r)
+    quantize_row(x + r * k, inv_smooth, k, scratch, q + r * k, scales + r, zero_points + r);
+}
+JITFUSE_CLONES
+void quantize_rows(const vec::bf16* x, const float* inv_smooth, int64_t begin, int64_t end, int64_t k,
+                   float* scratch, uint8_t* q, float* scales, float* zero_points) {
+  for (int64_t r = begin; r < end; ++r)
+    quantize_row(x + r * k, inv_smooth, k, scratch, q + r * k, scales + r, zero_points + r);
+}
+
+void check_parameters(const char* op, double scale, int64_t zero_point, at::ScalarType dtype) {
+  TORCH_CHECK(is_int8_type(dtype), "jitfuse ", op, ": dtype must be torch.uint8 or torch.int8, got ", dtype);
+  TORCH_CHECK(std::isfinite(scale) && scale > 0, "jitfuse ", op, ": scale must be positive and finite, got ", scale);
+  const auto [lo, hi] = int8_range(dtype);
+  TORCH_CHECK(zero_point >= lo && zero_point <= hi, "jitfuse ", op, ": zero point ", zero_point,
+              " is out of range for ", dtype);
+}
+
+}  // namespace
+
+bool is_int8_type(at::ScalarType t) { return t == at::kByte || t == at::kChar; }
+
+std::pair<int64_t, int64_t> int8_range(at::ScalarType t) {
+  return t == at::kByte ? std::pair<int64_t, int64_t>{0, 255} : std::pair<int64_t, int64_t>{-128, 127};
+}
+
+at::Tensor per_tensor(const at::Tensor& x_in, double scale, int64_t zero_point, at::ScalarType dtype) {
+  check_parameters("quantize_per_tensor", scale, zero_point, dtype);
+  TORCH_CHECK(x_in.device().is_cpu() && x_in.layout() == at::kStrided && x_in.is_floating_point(),
+              "jitfuse quantize_per_tensor: expected a floating point CPU tensor, got ", x_in.scalar_type());
+  const auto format = x_in.suggest_memory_format();
+  const at::Tensor x = x_in.to(at::kFloat).contiguous(format);
+  at::Tensor q = memory::empty(x.sizes(), x.options().dtype(dtype), format);
+  const float inv = 1.f / static_cast<float>(scale), zp = static_cast<float>(zero_point);
+  const float* src = x.data_ptr<float>();
+  at::parallel_for(0, x.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+    if (dtype == at::kByte)
+      quantize_u8(src + begin, end - begin, inv, zp, q.data_ptr<uint8_t>() + begin);
+    else
+      quantize_s8(src + begin, end - begin, inv, zp, q.data_ptr<int8_t>() + begin);
+  });
+  return q;
+}
+
+at::Tensor dequantize(const at::Tensor& q_in, double scale, int64_t zero_point) {
+  TORCH_CHECK(q_in.device().is_cpu() && q_in.layout() == at::kStrided && is_int8_type(q_in.scalar_type()),
+              "jitfuse dequantize: expected a uint8 or int8 CPU tensor, got ", q_in.scalar_type());
+  check_parameters("dequantize", scale, zero_point, q_in.scalar_type());
+  const auto format = q_in.suggest_memory_format();
+  const at::Tensor q = q_in.contiguous(format);
+  at::Tensor x = memory::empty(q.sizes(), q.options().dtype(at::kFloat), format);
+  const float s = static_cast<float>(scale), zp = static_cast<float>(zero_point);
+  float* dst = x.data_ptr<float>();
+  at::parallel_for(0, q.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+    if (q.scalar_type() == at::kByte)
+      dequantize_u8(q.data_ptr<uint8_t>() + begin, end - begin, s, zp, dst + begin);
+    else
+      dequantize_s8(q.data_ptr<int8_t>() + begin, end - begin, s, zp, dst + begin);
+  });
+  return x;
+}
+
+Rows per_row(const at::Tensor& x_in, const std::optional<at::Tensor>& smooth_in) {
+  TORCH_CHECK(x_in.scalar_type() == at::kFloat || x_in.scalar_type() == at::kBFloat16,
+              "jitfuse: expected a float32 or bfloat16 activation, got ", x_in.scalar_type());
+  const int64_t k = x_in.size(-1);
+  const at::Tensor x = x_in.contiguous();
+  at::Tensor smooth;
+  if (smooth_in && smooth_in->defined()) {
+    TORCH_CHECK(smooth_in->numel() == k, "jitfuse: expected ", k, " smoothing factors, got ", smooth_in->numel());
+    smooth = smooth_in->to(at::kFloat).reciprocal();  // one division per channel, not per element
+  }
+  const int64_t rows = k ? x.numel() / k : 0;
+  const auto f32 = x.options().dtype(at::kFloat);
+  Rows out{memory::empty(x.sizes(), x.options().dtype(at::kByte)), memory::empty({rows}, f32),
+           memory::empty({rows}, f32)};
+  const float* s = smooth.defined() ? smooth.data_ptr<float>() : nullptr;
+  at::parallel_for(0, rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(k, 1)), [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(k);
+    auto* q = out.values.data_ptr<uint8_t>();
+    auto* scales = out.scales.data_ptr<float>();
+    auto* zps = out.zero_points.data_ptr<float>();
+    if (x.scalar_type() == at::kFloat)
+      quantize_rows(x.data_ptr<float>(), s, begin, end, k, scratch.data(), q, scales, zps);
+    else
+      quantize_rows(reinterpret_cast<const vec::bf16*>(x.data_ptr()), s, begin, end, k, scratch.data(), q,
+                    scales, zps);
+  });
+  return out;
+}
+
+namespace {
+
+at::Tensor quantize_per_tensor_op(const at::Tensor& x, double scale, int64_t zero_point, at::ScalarType dtype) {
+  return per_tensor(x, scale, zero_point, dtype);
+}
+
+at::Tensor dequantize_per_tensor_op(const at::Tensor& q, double scale, int64_t zero_point) {
+  return dequantize(q, scale, zero_point);
+}
+
+}  // namespace
+}  // namespace jitfuse::quantize
+
+TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
+  using namespace jitfuse::quantize;
+  m.def("quantize_per_tensor(Tensor x, float scale, int zero_point, ScalarType dtype) -> Tensor",
+        torch::dispatch(c10::DispatchKey::CPU, TORCH_FN(quantize_per_tensor_op)));
+  m.def("dequantize_per_tensor(Tensor q, float scale, int zero_point) -> Tensor",
+        torch::dispatch(c10::DispatchKey::CPU, TORCH_FN(dequantize_per_tensor_op)));
+}

@@ -1,0 +1,32 @@
+// int8 data as plain tensors: uint8/int8 values with their scale and zero point beside them (the
+// quantized dtypes are deprecated since torch 2.13). The conversions every int8 op and the
+// reference graphs of jitfuse.quantization use; their schemas are in quantize.cpp.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+
+namespace jitfuse::quantize {
+
+// How an int8 activation is stored: uint8 (asymmetric) or int8.
+bool is_int8_type(at::ScalarType t);
+// The representable range of `t` (uint8: [0, 255], int8: [-128, 127]).
+std::pair<int64_t, int64_t> int8_range(at::ScalarType t);
+
+// q = clamp(round_half_even(x / scale) + zero_point) in `dtype` (uint8 or int8), one pass.
+at::Tensor per_tensor(const at::Tensor& x, double scale, int64_t zero_point, at::ScalarType dtype);
+// (q - zero_point) * scale as float32, one pass.
+at::Tensor dequantize(const at::Tensor& q, double scale, int64_t zero_point);
+
+// Rows of a float32/bfloat16 `x` (..., K), each divided by `smooth` (K factors, optional) and
+// quantized to uint8 with its own scale and zero point (asymmetric: the row's minimum and maximum,
+// zero included, over 255 steps).
+struct Rows {
+  at::Tensor values;       // uint8 (..., K) contiguous
+  at::Tensor scales;       // float32 (rows)
+  at::Tensor zero_points;  // float32 (rows), integral values in [0, 255]
+};
+Rows per_row(const at::Tensor& x, const std::optional<at::Tensor>& smooth);
+
+}  // namespace jitfuse::quantize
