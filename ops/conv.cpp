@@ -174,7 +174,7 @@ at::Tensor conv_forward(const ConvParams& p, const at::Tensor& input, const at::
   if (dst_format) {
     const bool reuse_other = into_other && other->scalar_type() == p.compute_type &&
                              other->sizes() == at::IntArrayRef(p.out_sizes) &&
-                             other->is_contiguous(*dst_format);
+                             other->is_contiguous(*dst_format) && !other->is_alias_of(input);
     out = reuse_other ? *other
                       : memory::empty(p.out_sizes, input.options().dtype(p.compute_type), *dst_format);
   }

@@ -80,18 +80,36 @@ QConvParams check_qconv(const QInput& x, const at::Tensor& qw, const at::Tensor&
   return p;
 }
 
-// Everything in channels_last: oneDNN's int8 kernels work on NHWC.
+// Everything in channels_last: oneDNN's int8 kernels work on NHWC. `in_place`: the result goes
+// into other_in.values (the `_` ops), which must be able to hold it.
 at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tensor& weight_scales,
                            const std::optional<at::Tensor>& bias_opt, at::IntArrayRef stride,
                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                           const QOther& other_in, bool relu, const Int8Output& out) {
+                           const QOther& other_in, bool relu, const Int8Output& out,
+                           bool in_place = false) {
   const at::Tensor bias = bias_opt ? *bias_opt : at::Tensor();
   const auto p = check_qconv(x, qw, weight_scales, bias, stride, padding, dilation, groups);
+  if (in_place) {
+    const auto& o = other_in.values;
+    TORCH_CHECK(o.sizes() == at::IntArrayRef(p.out_sizes) &&
+                    o.scalar_type() == (out.dtype ? *out.dtype : at::kFloat),
+                "jitfuse qconv2d_sum_: other ", o.sizes(), " ", o.scalar_type(),
+                " cannot hold the result ", at::IntArrayRef(p.out_sizes), " ",
+                out.dtype ? *out.dtype : at::kFloat);
+  }
   const bool exact = onednn::int8_weight_exact(qw);
-  // An int8 operand of an int8 result is added inside the kernel: its integers are copied into
-  // the output and oneDNN's sum post-op reads them with their scale and zero point.
+  // An int8 operand of an int8 result is added inside the kernel: oneDNN's sum post-op reads its
+  // integers from the output buffer, with their scale and zero point. In place they are there
+  // already; else they are copied in.
   const bool int8_sum = exact && out.dtype && other_in.defined() && other_in.scale &&
                         other_in.values.sizes() == at::IntArrayRef(p.out_sizes);
+  const bool int8_sum_in_place = int8_sum && in_place && !other_in.values.is_alias_of(x.values) &&
+                                 other_in.values.is_contiguous(at::MemoryFormat::ChannelsLast);
+  if (in_place && !int8_sum_in_place) {  // out of place, then copied into `other`
+    at::Tensor y = qconv2d_forward(x, qw, weight_scales, bias_opt, stride, padding, dilation,
+                                   groups, other_in, relu, out);
+    return other_in.values.copy_(y);
+  }
   at::Tensor other = other_in.defined() && !int8_sum ? other_in.as_float() : at::Tensor();
   if (!exact || (other.defined() && other.sizes() != at::IntArrayRef(p.out_sizes))) {
     // The convolution alone, then the sum and relu as the unfused graph does them: for an added
@@ -105,7 +123,8 @@ at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tens
     return onednn::as_output(y, out);
   }
   if (other.defined()) other = other.contiguous(at::MemoryFormat::ChannelsLast);
-  at::Tensor dst = onednn::new_output(p.out_sizes, out, at::MemoryFormat::ChannelsLast);
+  at::Tensor dst = int8_sum_in_place ? other_in.values
+                                     : onednn::new_output(p.out_sizes, out, at::MemoryFormat::ChannelsLast);
   if (dst.numel() == 0) return dst;
   const at::Tensor src = onednn::to_channels_last(x.values);
 
@@ -119,14 +138,17 @@ at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tens
   PostOps post;
   if (other.defined()) post.push_back({PostOp::binary, algorithm::binary_add, 0.f, 0.f, onednn::plain_desc(other)});
   if (int8_sum) {
-    const at::Tensor integers = onednn::to_channels_last(other_in.values);
-    const auto* from = static_cast<const char*>(integers.data_ptr());
-    auto* to = static_cast<char*>(dst.data_ptr());
-    at::parallel_for(0, integers.nbytes(), 1 << 16, [&](int64_t begin, int64_t end) {
-      std::memcpy(to + begin, from + begin, end - begin);
-    });
+    if (!int8_sum_in_place) {
+      const at::Tensor integers = onednn::to_channels_last(other_in.values);
+      const auto* from = static_cast<const char*>(integers.data_ptr());
+      auto* to = static_cast<char*>(dst.data_ptr());
+      at::parallel_for(0, integers.nbytes(), 1 << 16, [&](int64_t begin, int64_t end) {
+        std::memcpy(to + begin, from + begin, end - begin);
+      });
+    }
     post.push_back({PostOp::sum, {}, static_cast<float>(*other_in.scale), 0.f, {},
-                    static_cast<int32_t>(other_in.zero_point), onednn::data_type(integers.scalar_type())});
+                    static_cast<int32_t>(other_in.zero_point),
+                    onednn::data_type(other_in.values.scalar_type())});
   }
   if (relu) post.push_back({PostOp::eltwise, dnnl::algorithm::eltwise_relu});
 
@@ -175,10 +197,10 @@ at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tens
       const at::Tensor &weight_scales, const std::optional<at::Tensor>&bias, at::IntArrayRef stride, \
       at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups
 #define QCONV_OUT_ARGS double out_scale, int64_t out_zero_point, std::optional<at::ScalarType> out_dtype
-#define QCONV_CALL(other, relu, name)                                                              \
+#define QCONV_CALL(other, relu, name, ...)                                                         \
   qconv2d_forward({qx, x_scale, x_zero_point}, qweight, weight_scales, bias, stride, padding,       \
                   dilation, groups, other, relu,                                                   \
-                  onednn::int8_output(out_dtype, out_scale, out_zero_point, name))
+                  onednn::int8_output(out_dtype, out_scale, out_zero_point, name), ##__VA_ARGS__)
 
 at::Tensor qconv2d(QCONV_ARGS, QCONV_OUT_ARGS) { return QCONV_CALL(QOther{}, false, "qconv2d"); }
 at::Tensor qconv2d_relu(QCONV_ARGS, QCONV_OUT_ARGS) { return QCONV_CALL(QOther{}, true, "qconv2d_relu"); }
@@ -190,6 +212,18 @@ at::Tensor qconv2d_sum_relu(QCONV_ARGS, const at::Tensor& other, std::optional<d
                             std::optional<int64_t> other_zero_point, QCONV_OUT_ARGS) {
   return QCONV_CALL((QOther{other, other_scale, other_zero_point.value_or(0)}), true, "qconv2d_sum_relu");
 }
+// In place: the result is written into `other` (passes/inplace.cpp uses them where nothing reads
+// `other` afterwards).
+at::Tensor& qconv2d_sum_(QCONV_ARGS, at::Tensor& other, std::optional<double> other_scale,
+                         std::optional<int64_t> other_zero_point, QCONV_OUT_ARGS) {
+  QCONV_CALL((QOther{other, other_scale, other_zero_point.value_or(0)}), false, "qconv2d_sum_", true);
+  return other;
+}
+at::Tensor& qconv2d_sum_relu_(QCONV_ARGS, at::Tensor& other, std::optional<double> other_scale,
+                              std::optional<int64_t> other_zero_point, QCONV_OUT_ARGS) {
+  QCONV_CALL((QOther{other, other_scale, other_zero_point.value_or(0)}), true, "qconv2d_sum_relu_", true);
+  return other;
+}
 
 }  // namespace
 
@@ -199,12 +233,16 @@ TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
       "int[2] stride, int[2] padding, int[2] dilation, int groups, ";
   // other_scale None: other is float32; else its int8 values' scale and zero point.
   const std::string other = "Tensor other, float? other_scale, int? other_zero_point, ";
+  const std::string other_ = "Tensor(a!) other, float? other_scale, int? other_zero_point, ";
   const std::string out = "float out_scale, int out_zero_point, ScalarType? out_dtype) -> Tensor";
   const auto cpu = c10::DispatchKey::CPU;
   m.def(("qconv2d" + args + out).c_str(), torch::dispatch(cpu, TORCH_FN(qconv2d)));
   m.def(("qconv2d_relu" + args + out).c_str(), torch::dispatch(cpu, TORCH_FN(qconv2d_relu)));
   m.def(("qconv2d_sum" + args + other + out).c_str(), torch::dispatch(cpu, TORCH_FN(qconv2d_sum)));
   m.def(("qconv2d_sum_relu" + args + other + out).c_str(), torch::dispatch(cpu, TORCH_FN(qconv2d_sum_relu)));
+  m.def(("qconv2d_sum_" + args + other_ + out + "(a!)").c_str(), torch::dispatch(cpu, TORCH_FN(qconv2d_sum_)));
+  m.def(("qconv2d_sum_relu_" + args + other_ + out + "(a!)").c_str(),
+        torch::dispatch(cpu, TORCH_FN(qconv2d_sum_relu_)));
 }
 
 }  // namespace jitfuse

@@ -273,3 +273,42 @@ def test_no_quantized_dtype_is_created():
             frozen(model, row[2](), enabled=True)
         frozen(Dynamic(F.gelu, True), LINEAR_IN(), enabled=True)
     assert not [w for w in seen if "quantized tensor creation" in str(w.message)]
+
+
+# ---- an int8 sum writes into its operand only when nothing reads it afterwards ----------------
+
+class Residual(nn.Module):
+    """ResNet's shape: relu(conv_b(relu(conv_a(x))) + identity), identity = conv_c(x), read by
+    one more conv (so the sum's result is int8, as the identity is)."""
+
+    def __init__(self, read_identity_later):
+        super().__init__()
+        self.conv_a, self.conv_b = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1)
+        self.conv_c, self.conv_d = nn.Conv2d(8, 16, 1), nn.Conv2d(16, 4, 1)
+        self.read_identity_later = read_identity_later
+
+    def forward(self, x):
+        identity = self.conv_c(x)
+        out = self.conv_d(F.relu(self.conv_b(F.relu(self.conv_a(x))) + identity))
+        return out * identity.sum() if self.read_identity_later else out
+
+
+@pytest.mark.parametrize("read_identity_later", [False, True], ids=["dead operand", "read later"])
+def test_int8_sum_in_place_only_into_a_dead_operand(read_identity_later):
+    from deploy_models import int8_model
+    torch.manual_seed(0)
+    model, x = Residual(read_identity_later).eval(), torch.randn(2, 8, 9, 9)
+    jitfuse.set_enabled(False)
+    stock = int8_model(model, x)
+    jitfuse.set_enabled(True)
+    fused = int8_model(model, x)
+    with torch.no_grad():
+        for _ in range(3):
+            fused(x)
+        kinds = node_kinds(fused.graph_for(x))
+        in_place = "jitfuse::qconv2d_sum_relu_" in kinds
+        assert in_place != read_identity_later and ("jitfuse::qconv2d_sum_relu" in kinds) == read_identity_later, kinds
+        jitfuse.set_enabled(False)
+        ref = stock(x)
+        jitfuse.set_enabled(True)
+        assert max_rel_err(fused(x), ref) <= 1e-2  # one int8 step near rounding ties, as elsewhere

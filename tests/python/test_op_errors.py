@@ -253,10 +253,29 @@ def qconv_case(name, case):
         return (lambda: getattr(ops, name)(x, S, Z, w, s, b, *geom, *out),
                 lambda: requant(relu(F.conv2d(dq(x), float_weight(w, s), b, 1, 1))))
     out_shape = [x.shape[0], 8] + list(x.shape[2:]) if case != "wrong rank" else [2, 8, 5, 5]
-    other = {"aliased output": dq(x), "overlapping output": torch.randn(1, 8, 1, 1).expand(out_shape)}.get(
-        case, torch.randn(out_shape))
-    return (lambda: getattr(ops, name)(x, S, Z, w, s, b, *geom, other, None, None, *out),
-            lambda: requant(relu(F.conv2d(dq(x), float_weight(w, s), b, 1, 1) + other)))
+    if not name.endswith("_"):  # a float32 other
+        other = {"aliased output": dq(x), "overlapping output": torch.randn(1, 8, 1, 1).expand(out_shape)}.get(
+            case, torch.randn(out_shape))
+        return (lambda: getattr(ops, name)(x, S, Z, w, s, b, *geom, other, None, None, *out),
+                lambda: requant(relu(F.conv2d(dq(x), float_weight(w, s), b, 1, 1) + other)))
+    # in place: a uint8 other (its own scale and zero point) that receives the result
+    # (channels_last, as the fused graph makes them: the kernel then writes into other directly)
+    other_q, cl = (0.08, 120), torch.channels_last
+    if case == "aliased output":  # the input itself: the kernel must not write what it reads
+        x = x.contiguous(memory_format=cl)
+        other, other_q = x, (S, Z)
+    elif case == "overlapping output":
+        other = u8(torch.randn(1, 8, 1, 1), *other_q).expand(out_shape)
+    else:
+        other = u8(torch.randn(out_shape), *other_q).contiguous(memory_format=cl)
+    ref_x, ref_other = dq(x).clone(), dq(other, *other_q).clone()
+
+    def fused():
+        target = other if case in ("aliased output", "overlapping output") else other.clone()
+        result = getattr(ops, name)(x, S, Z, w, s, b, *geom, target, *other_q, *out)
+        assert result.data_ptr() == target.data_ptr(), "an in-place op returns its other operand"
+        return result
+    return fused, lambda: requant(relu(F.conv2d(ref_x, float_weight(w, s), b, 1, 1) + ref_other))
 
 
 QLINEAR_TAILS = {"qlinear": lambda y: y, "qlinear_relu": F.relu, "qlinear_sigmoid": torch.sigmoid,
@@ -363,11 +382,6 @@ def family(name):
             "dequantize_per_tensor": quantize_case}[name]
 
 
-def all_ops():
-    return sorted(s.name.split("::")[1] for s in torch._C._jit_get_all_schemas()
-                  if s.name.startswith("jitfuse::") and not s.name.startswith("jitfuse::_"))
-
-
 # ---- the table -------------------------------------------------------------------------------
 
 
@@ -458,7 +472,9 @@ TABLE = {
     "qconv2d":                        [E, E, E, R, E, R, R, N, N, N],
     "qconv2d_relu":                   [E, E, E, R, E, R, R, N, N, N],
     "qconv2d_sum":                    [E, E, E, R, E, R, R, R, R, N],
+    "qconv2d_sum_":                   [E, E, E, R, E, R, R, R, E, N],
     "qconv2d_sum_relu":               [E, E, E, R, E, R, R, R, R, N],
+    "qconv2d_sum_relu_":              [E, E, E, R, E, R, R, R, E, N],
     "qlinear":                        [E, R, E, R, E, R, N, N, N, N],
     "qlinear_dynamic":                [E, R, E, R, E, R, N, N, N, R],
     "qlinear_dynamic_gelu":           [E, R, E, R, E, R, N, N, N, R],

@@ -71,7 +71,7 @@ def test_four_threads_a_thousand_calls_each_fp32_and_int8():
     with torch.no_grad():
         for x in inputs[:3]:
             qmodel(x)
-        assert "jitfuse::qconv2d_sum_relu" in node_kinds(qmodel.graph_for(inputs[0]))
+        assert "jitfuse::qconv2d_sum_relu_" in node_kinds(qmodel.graph_for(inputs[0]))
         expected = {"fp32": [model(x) for x in inputs], "int8": [qmodel(x) for x in inputs]}
     modules = {"fp32": fp32, "int8": qmodel}
     errors, calls = [], [0]
