@@ -239,10 +239,16 @@ PostOps activation(Act a) {
   return {};
 }
 
+// aten::conv{2,3}d also takes an input without its batch dim (the executor's types need not say
+// which it gets): the ops compute it as a batch of one.
+bool is_unbatched(int64_t spatial, const at::Tensor& input) { return input.dim() == spatial + 1; }
+
 template <int64_t D, Act A>
 at::Tensor conv_act(const at::Tensor& input, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  if (is_unbatched(D, input))
+    return conv_act<D, A>(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0);
   const auto p = check_conv(D, input, weight, bias, stride, padding, dilation, groups);
   return conv_forward(p, input, weight, bias, activation(A));
 }
@@ -252,6 +258,9 @@ at::Tensor conv_hardtanh(const at::Tensor& input, const at::Tensor& weight,
                          const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                          at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                          const at::Scalar& min_val, const at::Scalar& max_val) {
+  if (is_unbatched(D, input))
+    return conv_hardtanh<D>(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups, min_val, max_val)
+        .squeeze(0);
   const auto p = check_conv(D, input, weight, bias, stride, padding, dilation, groups);
   return conv_forward(p, input, weight, bias,
                       eltwise(algorithm::eltwise_clip, min_val.toDouble(), max_val.toDouble()));
@@ -262,6 +271,8 @@ at::Tensor conv_elu(const at::Tensor& input, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                     const at::Scalar& alpha) {
+  if (is_unbatched(D, input))
+    return conv_elu<D>(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups, alpha).squeeze(0);
   const auto p = check_conv(D, input, weight, bias, stride, padding, dilation, groups);
   return conv_forward(p, input, weight, bias, eltwise(algorithm::eltwise_elu, alpha.toDouble()));
 }
@@ -273,6 +284,12 @@ at::Tensor conv_sum(const at::Tensor& input, const at::Tensor& weight,
                     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                     const at::Tensor& other, const at::Scalar& alpha) {
   static_assert(A == Act::none || A == Act::relu, "conv_sum activations: none or relu");
+  if (is_unbatched(D, input)) {  // an unbatched other becomes a view of one batch (in place: written)
+    const at::Tensor batch_other = other.dim() == D + 1 ? other.unsqueeze(0) : other;
+    at::Tensor out = conv_sum<D, A, InPlace>(input.unsqueeze(0), weight, bias, stride, padding, dilation,
+                                             groups, batch_other, alpha);
+    return InPlace ? other : out.squeeze(0);
+  }
   const auto p = check_conv(D, input, weight, bias, stride, padding, dilation, groups);
   const bool fits = other.scalar_type() == input.scalar_type() &&
                     at::infer_size(other.sizes(), p.out_sizes) == p.out_sizes;

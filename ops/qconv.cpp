@@ -87,6 +87,14 @@ at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tens
                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                            const QOther& other_in, bool relu, const Int8Output& out,
                            bool in_place = false) {
+  if (x.values.dim() == 3) {  // unbatched, as aten::conv2d takes it: a batch of one
+    const at::Tensor batch = x.values.unsqueeze(0);
+    QOther batch_other = other_in;
+    if (other_in.defined() && other_in.values.dim() == 3) batch_other.values = other_in.values.unsqueeze(0);
+    at::Tensor y = qconv2d_forward({batch, x.scale, x.zero_point}, qw, weight_scales, bias_opt, stride, padding,
+                                   dilation, groups, batch_other, relu, out, in_place);
+    return in_place ? other_in.values : y.squeeze(0);
+  }
   const at::Tensor bias = bias_opt ? *bias_opt : at::Tensor();
   const auto p = check_qconv(x, qw, weight_scales, bias, stride, padding, dilation, groups);
   if (in_place) {

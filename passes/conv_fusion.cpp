@@ -10,38 +10,66 @@ namespace {
 // ---- filters --------------------------------------------------------------------------------
 
 // The conv is one jitfuse's kernel computes exactly: a frozen (constant) float32/bfloat16 CPU
-// weight of the right rank, constant bias or none, constant int-list geometry, not transposed.
-Filter conv_is_fusable(int64_t rank) {
-  return [rank](const Match& m, const ValueMap& v) {
-    auto w = frozen_weight(bound(m, v, "weight"), rank);
-    if (!w || !is_constant_bias_for(bound(m, v, "bias"), *w)) return false;
-    for (const char* geometry : {"stride", "padding", "dilation"})
-      if (!is_constant_int_list(bound(m, v, geometry))) return false;
-    if (!is_constant_int(bound(m, v, "groups"))) return false;
-    if (v.count("transposed") && !is_constant_bool(bound(m, v, "transposed"), false)) return false;
-    // Where the input's type is known, it must agree with the weight.
-    auto type = bound(m, v, "input")->type()->cast<c10::TensorType>();
-    if (!type) return false;
-    if (type->dim() && *type->dim() != rank) return false;
-    if (type->scalarType() && *type->scalarType() != w->scalar_type()) return false;
-    if (type->device() && !type->device()->is_cpu()) return false;
-    return true;
+// weight of the right rank, constant bias or none, constant int-list geometry, not transposed,
+// an input that agrees with the weight where its type is known.
+std::vector<Filter> conv_filters(int64_t rank) {
+  const std::string dims = std::to_string(rank);
+  return {
+      // aten::_convolution serves every rank: the weight's (else the input's) rank, where known,
+      // decides between the conv2d and conv3d rows.
+      {[rank](const Match& m, const ValueMap& v) {
+         for (const char* name : {"weight", "input"}) {
+           auto type = bound(m, v, name)->type()->cast<c10::TensorType>();
+           if (type && type->dim()) return static_cast<int64_t>(*type->dim()) == rank;
+         }
+         return true;
+       },
+       "", true},
+      weight_is_constant("weight"),
+      {[rank](const Match& m, const ValueMap& v) { return frozen_weight(bound(m, v, "weight"), rank).has_value(); },
+       "the weight is {weight:type}: jitfuse's convolutions take float32 or bfloat16 CPU weights of " + dims + " dims"},
+      bias_is_constant_for("weight"),
+      {[](const Match& m, const ValueMap& v) {
+         for (const char* geometry : {"stride", "padding", "dilation"})
+           if (!is_constant_int_list(bound(m, v, geometry))) return false;
+         return is_constant_int(bound(m, v, "groups"));
+       },
+       "stride, padding, dilation or groups is not a constant"},
+      {[](const Match& m, const ValueMap& v) {
+         return !v.count("transposed") || is_constant_bool(bound(m, v, "transposed"), false);
+       },
+       "a transposed convolution: jitfuse fuses forward convolutions only"},
+      {[rank](const Match& m, const ValueMap& v) {
+         auto type = bound(m, v, "input")->type()->cast<c10::TensorType>();
+         if (!type) return false;
+         auto w = frozen_weight(bound(m, v, "weight"), rank);
+         return w && (!type->dim() || *type->dim() == rank || *type->dim() == rank - 1) &&
+                (!type->scalarType() || *type->scalarType() == w->scalar_type()) &&
+                (!type->device() || type->device()->is_cpu());
+       },
+       "the input {input} is {input:type}, not a CPU tensor of " + dims + " dims (or " + std::to_string(rank - 1) +
+           " unbatched) and the weight's dtype ({weight:type})"},
   };
 }
 
-bool alpha_is_constant(const Match& m, const ValueMap& v) {
-  return is_constant_scalar(bound(m, v, "alpha"));
-}
+const Filter kAlphaIsConstant{
+    [](const Match& m, const ValueMap& v) { return is_constant_scalar(bound(m, v, "alpha")); },
+    "the add's alpha {alpha} is {alpha:origin}, not a constant"};
 
-bool hardtanh_bounds_constant(const Match& m, const ValueMap& v) {
-  return is_constant_scalar(bound(m, v, "min_val")) && is_constant_scalar(bound(m, v, "max_val"));
-}
+const Filter kHardtanhBoundsConstant{
+    [](const Match& m, const ValueMap& v) {
+      return is_constant_scalar(bound(m, v, "min_val")) && is_constant_scalar(bound(m, v, "max_val"));
+    },
+    "hardtanh's min_val or max_val is not a constant"};
 
 // oneDNN's elu is alpha * (exp(x) - 1) for x < 0: torch's scale and input_scale must be 1.
-bool elu_is_plain(const Match& m, const ValueMap& v) {
-  return is_constant_number(bound(m, v, "scale"), 1.0) &&
-         is_constant_number(bound(m, v, "input_scale"), 1.0) && alpha_is_constant(m, v);
-}
+const Filter kEluIsPlain{
+    [](const Match& m, const ValueMap& v) {
+      return is_constant_number(bound(m, v, "scale"), 1.0) &&
+             is_constant_number(bound(m, v, "input_scale"), 1.0) && is_constant_scalar(bound(m, v, "alpha"));
+    },
+    "elu's scale ({scale:value}) or input_scale ({input_scale:value}) is not 1, or its alpha is not a "
+    "constant: oneDNN's elu is alpha * (exp(x) - 1)"};
 
 // ---- the table ------------------------------------------------------------------------------
 
@@ -58,21 +86,21 @@ const std::vector<ConvTail>& conv_tails() {
   static const std::vector<ConvTail> tails = {
       // name      tail (%conv -> %out)                                          extra op args         constants  filters
       {"sum_relu", "%s = aten::add{_}(%conv, %other, %alpha)\n"
-                   "%out = aten::relu{_}(%s)",                                   ", %other, %alpha",   "",        {alpha_is_constant}},
+                   "%out = aten::relu{_}(%s)",                                   ", %other, %alpha",   "",        {kAlphaIsConstant}},
       // conv on the right of the add: other + conv. No add_ here: it would write into other.
       {"sum_relu", "%s = aten::add(%other, %conv, %alpha)\n"
-                   "%out = aten::relu{_}(%s)",                                   ", %other, %alpha",   "",        {alpha_is_one}},
-      {"sum",      "%out = aten::add{_}(%conv, %other, %alpha)",                 ", %other, %alpha",   "",        {alpha_is_constant}},
-      {"sum",      "%out = aten::add(%other, %conv, %alpha)",                    ", %other, %alpha",   "",        {alpha_is_one}},
+                   "%out = aten::relu{_}(%s)",                                   ", %other, %alpha",   "",        {kAlphaIsOne}},
+      {"sum",      "%out = aten::add{_}(%conv, %other, %alpha)",                 ", %other, %alpha",   "",        {kAlphaIsConstant}},
+      {"sum",      "%out = aten::add(%other, %conv, %alpha)",                    ", %other, %alpha",   "",        {kAlphaIsOne}},
       {"swish",    "%s = aten::sigmoid(%conv)\n%out = aten::mul{_}(%conv, %s)",  "",                   "",        {}},
       {"swish",    "%s = aten::sigmoid(%conv)\n%out = aten::mul{_}(%s, %conv)",  "",                   "",        {}},
       {"sigmoid",  "%out = aten::sigmoid{_}(%conv)",                             "",                   "",        {}},
-      {"hardtanh", "%out = aten::hardtanh{_}(%conv, %min_val, %max_val)",        ", %min_val, %max_val", "",      {hardtanh_bounds_constant}},
+      {"hardtanh", "%out = aten::hardtanh{_}(%conv, %min_val, %max_val)",        ", %min_val, %max_val", "",      {kHardtanhBoundsConstant}},
       {"hardtanh", "%out = aten::relu6{_}(%conv)",                               ", %min_val, %max_val",
                    "%min_val : float = prim::Constant[value=0.]()\n"
                    "%max_val : float = prim::Constant[value=6.]()",                                               {}},
       {"silu",     "%out = aten::silu{_}(%conv)",                                "",                   "",        {}},
-      {"elu",      "%out = aten::elu{_}(%conv, %alpha, %scale, %input_scale)",   ", %alpha",           "",        {elu_is_plain}},
+      {"elu",      "%out = aten::elu{_}(%conv, %alpha, %scale, %input_scale)",   ", %alpha",           "",        {kEluIsPlain}},
       {"relu",     "%out = aten::relu{_}(%conv)",                                "",                   "",        {}},
       // A lone conv still gains prepacked weights and NHWC.
       {"",         "",                                                           "",                   "",        {}},
@@ -127,8 +155,9 @@ std::vector<Rewrite> build_conv_rewrites() {
           r.name = name;
           r.pattern = graph_ir(inputs, conv.call + "\n" + tail, out);
           r.replacement = graph_ir(inputs, std::string(t.consts) + "\n" + call, out);
-          r.filters = t.filters;
-          r.filters.insert(r.filters.begin(), conv_is_fusable(dim + 2));
+          r.filters = conv_filters(dim + 2);
+          r.filters.insert(r.filters.end(), t.filters.begin(), t.filters.end());
+          r.lead = "conv";
           rows.push_back(std::move(r));
         }
       }

@@ -7,10 +7,13 @@
 #include <torch/library.h>
 
 #include "passes/passes.h"
+#include "passes/recorder.h"
 
 namespace jitfuse {
 
 void optimize_graph(GraphPtr& graph) {
+  Recorder* recorder = Recorder::active();  // a fusion report's, or null
+  if (recorder) recorder->begin(*graph);
   // Filters need geometry as constants; a loaded graph builds int lists with prim::ListConstruct.
   torch::jit::ConstantPropagation(graph);
   fuse_int8(graph);           // first: the float tables must not take ops of int8 chains
@@ -22,6 +25,7 @@ void optimize_graph(GraphPtr& graph) {
   keep_channels_last(graph);  // after fusion: it places conversions around the fused convs
   sum_in_place(graph);        // last: its liveness check sees every reader the others added
   torch::jit::EliminateDeadCode(graph);
+  if (recorder) recorder->finish(*graph);
 }
 
 namespace {
@@ -55,6 +59,14 @@ namespace {
 // Runs when the profiling executor optimizes a graph (2nd call, once per plan). Graphs of modules
 // that were not frozen are left exactly as they are.
 torch::jit::RegisterPass register_with_executor([](GraphPtr& graph) {
+  if (Recorder::reporting()) {  // a fusion report runs the passes anyway, to say what stops them
+    if (!is_frozen(graph->block()))
+      Recorder::active()->note(
+          "the module is not frozen: jitfuse leaves it exactly as it is. Freeze it (torch.jit.freeze) "
+          "after eval(); the rows below show what the patterns see without freezing");
+    optimize_graph(graph);
+    return;
+  }
   if (is_enabled() && is_frozen(graph->block())) optimize_graph(graph);
 });
 

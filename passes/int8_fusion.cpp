@@ -18,87 +18,111 @@ namespace {
 
 // A constant int8 weight of `rank` dims and its constant float32 scales (1 or one per output
 // channel), dequantized as aten::dequantize(weight) * scales: what jitfuse.quantization writes.
-Filter int8_weight(int64_t rank) {
-  return [rank](const Match& m, const ValueMap& v) {
-    auto w = constant(bound(m, v, "qweight")), s = constant(bound(m, v, "weight_scales"));
-    if (!w || !w->isTensor() || !s || !s->isTensor()) return false;
-    const auto& qw = w->toTensor();
-    const auto& scales = s->toTensor();
-    if (qw.scalar_type() != at::kChar || qw.dim() != rank || !qw.device().is_cpu() || !qw.is_contiguous() ||
-        scales.scalar_type() != at::kFloat || scales.dim() > rank)
-      return false;
-    // one scale, or one per output channel laid along dim 0 ([N] or [N, 1, ...], as convert writes)
-    return scales.numel() == 1 || (scales.numel() == qw.size(0) && scales.size(0) == qw.size(0));
+std::vector<Filter> int8_weight(int64_t rank) {
+  const std::string dims = std::to_string(rank);
+  return {
+      weight_is_constant("qweight"),
+      {[](const Match& m, const ValueMap& v) {
+         auto s = constant(bound(m, v, "weight_scales"));
+         return s && s->isTensor();
+       },
+       "the weight's scales {weight_scales} are {weight_scales:origin}, not a constant"},
+      {[rank](const Match& m, const ValueMap& v) {
+         const auto qw = constant(bound(m, v, "qweight"))->toTensor();
+         const auto scales = constant(bound(m, v, "weight_scales"))->toTensor();
+         if (qw.scalar_type() != at::kChar || qw.dim() != rank || !qw.device().is_cpu() || !qw.is_contiguous() ||
+             scales.scalar_type() != at::kFloat || scales.dim() > rank)
+           return false;
+         // one scale, or one per output channel laid along dim 0 ([N] or [N, 1, ...], as convert writes)
+         return scales.numel() == 1 || (scales.numel() == qw.size(0) && scales.size(0) == qw.size(0));
+       },
+       "the weight is {qweight:type} with scales {weight_scales:type}: jitfuse's int8 ops take a "
+       "contiguous int8 CPU weight of " + dims + " dims and float32 scales, one or one per output channel"},
   };
 }
 
 // A constant float32 bias or None.
-bool float_bias(const Match& m, const ValueMap& v) {
-  auto c = constant(bound(m, v, "bias"));
-  return c && (c->isNone() || (c->isTensor() && c->toTensor().scalar_type() == at::kFloat &&
-                               c->toTensor().dim() == 1 && c->toTensor().layout() == at::kStrided));
-}
+const Filter kFloatBias{
+    [](const Match& m, const ValueMap& v) {
+      auto c = constant(bound(m, v, "bias"));
+      return c && (c->isNone() || (c->isTensor() && c->toTensor().scalar_type() == at::kFloat &&
+                                   c->toTensor().dim() == 1 && c->toTensor().layout() == at::kStrided));
+    },
+    "the bias {bias} ({bias:origin}, {bias:type}) is not None or a constant float32 vector"};
 
 // Where the executor profiled them, the int8 inputs are uint8/int8 CPU tensors.
-bool int8_inputs(const Match& m, const ValueMap& v) {
-  for (const char* name : {"qx", "qa", "qb", "qother"}) {
-    if (!v.count(name)) continue;
-    auto type = bound(m, v, name)->type()->cast<c10::TensorType>();
-    if (!type) return false;
-    if (type->scalarType() && *type->scalarType() != at::kByte && *type->scalarType() != at::kChar)
-      return false;
-    if (type->device() && !type->device()->is_cpu()) return false;
-  }
-  return true;
-}
+const Filter kInt8Inputs{
+    [](const Match& m, const ValueMap& v) {
+      for (const char* name : {"qx", "qa", "qb", "qother"}) {
+        if (!v.count(name)) continue;
+        auto type = bound(m, v, name)->type()->cast<c10::TensorType>();
+        if (!type) return false;
+        if (type->scalarType() && *type->scalarType() != at::kByte && *type->scalarType() != at::kChar)
+          return false;
+        if (type->device() && !type->device()->is_cpu()) return false;
+      }
+      return true;
+    },
+    "an operand that is dequantized is not a uint8 or int8 CPU tensor"};
 
-bool conv2d_geometry(const Match& m, const ValueMap& v) {
-  for (const char* name : {"stride", "padding", "dilation"})
-    if (!is_constant_int_list(bound(m, v, name))) return false;
-  if (v.count("transposed") && !is_constant_bool(bound(m, v, "transposed"), false)) return false;
-  auto type = bound(m, v, "qx")->type()->cast<c10::TensorType>();
-  return is_constant_int(bound(m, v, "groups")) && (!type->dim() || *type->dim() == 4);
-}
-
-bool pool_geometry(const Match& m, const ValueMap& v) {
-  for (const char* name : {"kernel_size", "stride", "padding", "dilation"})
-    if (!is_constant_int_list(bound(m, v, name))) return false;
-  return is_constant_bool(bound(m, v, "ceil_mode"), false) ||
-         is_constant_bool(bound(m, v, "ceil_mode"), true);
-}
+const Filter kConv2dGeometryConstant{
+    [](const Match& m, const ValueMap& v) {
+      for (const char* name : {"stride", "padding", "dilation"})
+        if (!is_constant_int_list(bound(m, v, name))) return false;
+      return is_constant_int(bound(m, v, "groups"));
+    },
+    "stride, padding, dilation or groups is not a constant"};
+const Filter kConv2dNotTransposed{
+    [](const Match& m, const ValueMap& v) {
+      return !v.count("transposed") || is_constant_bool(bound(m, v, "transposed"), false);
+    },
+    "a transposed convolution: jitfuse fuses forward convolutions only"};
+const Filter kConv2dInput4d{
+    [](const Match& m, const ValueMap& v) {
+      auto type = bound(m, v, "qx")->type()->cast<c10::TensorType>();
+      return type && (!type->dim() || *type->dim() == 4 || *type->dim() == 3);
+    },
+    "the input {qx} is {qx:type}, not a 3-D or 4-D tensor"};
 
 // The added operand is a float32 tensor (the kernel adds it with a binary post-op).
-bool float_other(const Match& m, const ValueMap& v) {
-  if (!v.count("other")) return true;
-  auto type = bound(m, v, "other")->type()->cast<c10::TensorType>();
-  return type && (!type->scalarType() || *type->scalarType() == at::kFloat) &&
-         (!type->device() || type->device()->is_cpu());
-}
+const Filter kOtherIsFloat{
+    [](const Match& m, const ValueMap& v) {
+      if (!v.count("other")) return true;
+      auto type = bound(m, v, "other")->type()->cast<c10::TensorType>();
+      return type && (!type->scalarType() || *type->scalarType() == at::kFloat) &&
+             (!type->device() || type->device()->is_cpu());
+    },
+    "the added {other} is {other:type}, not a float32 CPU tensor"};
 
-bool gelu_approximation_known(const Match& m, const ValueMap& v) {
-  auto c = constant(bound(m, v, "approximate"));
-  return c && c->isString() && (c->toStringRef() == "none" || c->toStringRef() == "tanh");
-}
-
-bool divisor_is_number(const Match& m, const ValueMap& v) {
-  return is_constant_scalar(bound(m, v, "divisor"));
-}
+const Filter kDivisorIsNumber{
+    [](const Match& m, const ValueMap& v) { return is_constant_scalar(bound(m, v, "divisor")); },
+    "the divisor {divisor} is {divisor:origin}, not a constant number"};
 // Tracing records `x / 8.0` with a 0-dim tensor constant.
-bool divisor_is_0d_tensor(const Match& m, const ValueMap& v) {
-  auto c = constant(bound(m, v, "divisor"));
-  return c && c->isTensor() && c->toTensor().dim() == 0 && !c->toTensor().is_complex();
-}
+const Filter kDivisorIs0dTensor{
+    [](const Match& m, const ValueMap& v) {
+      auto c = constant(bound(m, v, "divisor"));
+      return c && c->isTensor() && c->toTensor().dim() == 0 && !c->toTensor().is_complex();
+    },
+    "the divisor {divisor} is {divisor:origin} ({divisor:type}), not a constant 0-dim tensor"};
 
 // quantize_per_tensor with constant parameters the kernels take: uint8/int8, a positive scale.
-bool quantize_constant(const Match& m, const ValueMap& v) {
-  auto scale = constant(bound(m, v, "out_scale"));
-  auto zp = constant(bound(m, v, "out_zero_point"));
-  auto dtype = constant(bound(m, v, "out_dtype"));
-  if (!scale || !(scale->isDouble() || scale->isInt()) || scale->toScalar().toDouble() <= 0)
-    return false;
-  if (!zp || !zp->isInt() || !dtype || !dtype->isInt()) return false;
-  const auto t = static_cast<at::ScalarType>(dtype->toInt());
-  return t == at::kByte || t == at::kChar;
+const Filter kQuantizeConstant{
+    [](const Match& m, const ValueMap& v) {
+      auto scale = constant(bound(m, v, "out_scale"));
+      auto zp = constant(bound(m, v, "out_zero_point"));
+      auto dtype = constant(bound(m, v, "out_dtype"));
+      if (!scale || !(scale->isDouble() || scale->isInt()) || scale->toScalar().toDouble() <= 0)
+        return false;
+      if (!zp || !zp->isInt() || !dtype || !dtype->isInt()) return false;
+      const auto t = static_cast<at::ScalarType>(dtype->toInt());
+      return t == at::kByte || t == at::kChar;
+    },
+    "the result's quantize has scale {out_scale:value}, zero point {out_zero_point:value}, dtype "
+    "{out_dtype:value}: jitfuse needs constants, a positive scale and uint8 or int8"};
+
+std::vector<Filter> concat(std::vector<Filter> a, const std::vector<Filter>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
 }
 
 // ---- the table ------------------------------------------------------------------------------
@@ -131,11 +155,11 @@ const std::vector<Core>& cores() {
          kDequantX + kDequantW +
              "%core = aten::conv2d(%x, %weight, %bias, %stride, %padding, %dilation, %groups)"}},
        "%qx, %x_scale, %x_zero_point, %qweight, %weight_scales, %bias, %stride, %padding, %dilation, %groups",
-       {int8_weight(4), float_bias, int8_inputs, conv2d_geometry}},
+       concat(int8_weight(4), {kFloatBias, kInt8Inputs, kConv2dGeometryConstant, kConv2dNotTransposed, kConv2dInput4d})},
       {"linear", "qlinear",
        {{kQuantX + ", " + kQuantW + ", %bias", kDequantX + kDequantW + "%core = aten::linear(%x, %weight, %bias)"}},
        "%qx, %x_scale, %x_zero_point, %qweight, %weight_scales, %bias",
-       {int8_weight(2), float_bias, int8_inputs}},
+       concat(int8_weight(2), {kFloatBias, kInt8Inputs})},
       {"bmm", "qbmm",
        {{"%qa, %a_scale, %a_zero_point, %qb, %b_scale, %b_zero_point",
          "%a = jitfuse::dequantize_per_tensor(%qa, %a_scale, %a_zero_point)\n"
@@ -144,12 +168,12 @@ const std::vector<Core>& cores() {
          "%a = jitfuse::dequantize_per_tensor(%qa, %a_scale, %a_zero_point)\n"
          "%b = jitfuse::dequantize_per_tensor(%qb, %b_scale, %b_zero_point)\n%core = aten::matmul(%a, %b)"}},
        "%qa, %a_scale, %a_zero_point, %qb, %b_scale, %b_zero_point",
-       {int8_inputs}},
+       {kInt8Inputs}},
       {"max_pool2d", "qmax_pool2d",
        {{kQuantX + ", %kernel_size, %stride, %padding, %dilation, %ceil_mode",
          kDequantX + "%core = aten::max_pool2d(%x, %kernel_size, %stride, %padding, %dilation, %ceil_mode)"}},
        "%qx, %x_scale, %x_zero_point, %kernel_size, %stride, %padding, %dilation, %ceil_mode",
-       {int8_inputs, pool_geometry}},
+       {kInt8Inputs, kPoolGeometryConstant}},
   };
   return list;
 }
@@ -175,24 +199,24 @@ const char* const kFloatOther = "%no_scale : NoneType = prim::Constant()\n%no_ze
 const std::vector<Tail>& tails() {
   static const std::vector<Tail> list = {
       // core      name           ir (%core -> %y)                                                   inputs                                         op args                                          consts       filters
-      {"conv",   "_sum_relu",     INT8_OTHER "%s = aten::add{_}(%core, %other, %alpha)\n%y = aten::relu{_}(%s)", ", %qother, %other_scale, %other_zero_point, %alpha", ", %qother, %other_scale, %other_zero_point", "", {alpha_is_one}},
-      {"conv",   "_sum_relu",     "%s = aten::add{_}(%core, %other, %alpha)\n%y = aten::relu{_}(%s)", ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {alpha_is_one, float_other}},
-      {"conv",   "_sum_relu",     "%s = aten::add(%other, %core, %alpha)\n%y = aten::relu{_}(%s)",   ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {alpha_is_one, float_other}},
-      {"conv",   "_sum",          INT8_OTHER "%y = aten::add{_}(%core, %other, %alpha)",             ", %qother, %other_scale, %other_zero_point, %alpha", ", %qother, %other_scale, %other_zero_point", "", {alpha_is_one}},
-      {"conv",   "_sum",          "%y = aten::add{_}(%core, %other, %alpha)",                        ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {alpha_is_one, float_other}},
-      {"conv",   "_sum",          "%y = aten::add(%other, %core, %alpha)",                           ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {alpha_is_one, float_other}},
+      {"conv",   "_sum_relu",     INT8_OTHER "%s = aten::add{_}(%core, %other, %alpha)\n%y = aten::relu{_}(%s)", ", %qother, %other_scale, %other_zero_point, %alpha", ", %qother, %other_scale, %other_zero_point", "", {kAlphaIsOne}},
+      {"conv",   "_sum_relu",     "%s = aten::add{_}(%core, %other, %alpha)\n%y = aten::relu{_}(%s)", ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {kAlphaIsOne, kOtherIsFloat}},
+      {"conv",   "_sum_relu",     "%s = aten::add(%other, %core, %alpha)\n%y = aten::relu{_}(%s)",   ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {kAlphaIsOne, kOtherIsFloat}},
+      {"conv",   "_sum",          INT8_OTHER "%y = aten::add{_}(%core, %other, %alpha)",             ", %qother, %other_scale, %other_zero_point, %alpha", ", %qother, %other_scale, %other_zero_point", "", {kAlphaIsOne}},
+      {"conv",   "_sum",          "%y = aten::add{_}(%core, %other, %alpha)",                        ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {kAlphaIsOne, kOtherIsFloat}},
+      {"conv",   "_sum",          "%y = aten::add(%other, %core, %alpha)",                           ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {kAlphaIsOne, kOtherIsFloat}},
       {"conv",   "_relu",         "%y = aten::relu{_}(%core)",                                       "",               "",               "",     {}},
       {"conv",   "",              "",                                                                "",               "",               "",     {}},
-      {"linear", "_sum",          INT8_OTHER "%y = aten::add{_}(%core, %other, %alpha)",             ", %qother, %other_scale, %other_zero_point, %alpha", ", %qother, %other_scale, %other_zero_point", "", {alpha_is_one}},
-      {"linear", "_sum",          "%y = aten::add{_}(%core, %other, %alpha)",                        ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {alpha_is_one, float_other}},
-      {"linear", "_sum",          "%y = aten::add(%other, %core, %alpha)",                           ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {alpha_is_one, float_other}},
+      {"linear", "_sum",          INT8_OTHER "%y = aten::add{_}(%core, %other, %alpha)",             ", %qother, %other_scale, %other_zero_point, %alpha", ", %qother, %other_scale, %other_zero_point", "", {kAlphaIsOne}},
+      {"linear", "_sum",          "%y = aten::add{_}(%core, %other, %alpha)",                        ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {kAlphaIsOne, kOtherIsFloat}},
+      {"linear", "_sum",          "%y = aten::add(%other, %core, %alpha)",                           ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {kAlphaIsOne, kOtherIsFloat}},
       {"linear", "_relu",         "%y = aten::relu{_}(%core)",                                       "",               "",               "",     {}},
-      {"linear", "_gelu",         "%y = aten::gelu{_}(%core, %approximate)",                         ", %approximate", ", %approximate", "",     {gelu_approximation_known}},
+      {"linear", "_gelu",         "%y = aten::gelu{_}(%core, %approximate)",                         ", %approximate", ", %approximate", "",     {kGeluApproximationKnown}},
       {"linear", "_sigmoid",      "%y = aten::sigmoid{_}(%core)",                                    "",               "",               "",     {}},
       {"linear", "",              "",                                                                "",               "",               "",     {}},
-      {"bmm",    "_div",          "%y = aten::div(%core, %divisor)",                                 ", %divisor",     ", %divisor",     "",     {divisor_is_number}},
+      {"bmm",    "_div",          "%y = aten::div(%core, %divisor)",                                 ", %divisor",     ", %divisor",     "",     {kDivisorIsNumber}},
       {"bmm",    "_div",          "%y = aten::div(%core, %divisor)",                                 ", %divisor",     ", %number",
-                                  "%number : Scalar = aten::item(%divisor)",                                                                              {divisor_is_0d_tensor}},
+                                  "%number : Scalar = aten::item(%divisor)",                                                                              {kDivisorIs0dTensor}},
       {"bmm",    "",              "",                                                                "",               "",               "",     {}},
       {"max_pool2d", "",          "",                                                                "",               "",               "",     {}, false},
   };
@@ -246,7 +270,8 @@ std::vector<Rewrite> build_int8_rewrites() {
                                      "%out");
             r.filters = core.filters;
             r.filters.insert(r.filters.end(), tail.filters.begin(), tail.filters.end());
-            if (quant_out) r.filters.push_back(quantize_constant);
+            r.lead = *tail.ir ? "core" : "y";  // without a tail the core's result is %y
+            if (quant_out) r.filters.push_back(kQuantizeConstant);
             rows.push_back(std::move(r));
           }
         }
@@ -263,7 +288,7 @@ std::vector<Rewrite> build_int8_rewrites() {
       rows.push_back({name,
                       graph_ir(all, "%y = jitfuse::qlinear_dynamic(" + dyn + ")\n" + ir, "%out"),
                       graph_ir(all, std::string("%out = jitfuse::") + name + "(" + all + ")", "%out"),
-                      *inputs ? std::vector<Filter>{gelu_approximation_known} : std::vector<Filter>{}});
+                      *inputs ? std::vector<Filter>{kGeluApproximationKnown} : std::vector<Filter>{}, "y"});
     }
   return rows;
 }

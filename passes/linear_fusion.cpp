@@ -2,6 +2,7 @@
 // addmm), and linear_linear_linear, which merges the Linears that read one input (attention's Q,
 // K, V; float or int8 dynamic) into one GEMM on concatenated constant weights followed by a
 // split, so what follows sees the same tensors.
+#include "passes/recorder.h"
 #include "passes/rewrite.h"
 
 #include <ATen/ops/cat.h>
@@ -14,32 +15,47 @@ namespace {
 
 using torch::jit::Node;
 
-bool linear_is_fusable(const Match& m, const ValueMap& v) {
-  auto w = frozen_weight(bound(m, v, "weight"), 2);
-  if (!w || !is_constant_bias_for(bound(m, v, "bias"), *w)) return false;
-  auto type = bound(m, v, "input")->type()->cast<c10::TensorType>();
-  return type && (!type->scalarType() || *type->scalarType() == w->scalar_type()) &&
-         (!type->device() || type->device()->is_cpu());
+// A linear jitfuse computes: a frozen 2-D float32/bfloat16 CPU weight, a constant bias or none,
+// an input of the weight's dtype where its type is known.
+const Filter kWeightIs2dFloat{
+    [](const Match& m, const ValueMap& v) { return frozen_weight(bound(m, v, "weight"), 2).has_value(); },
+    "the weight is {weight:type}: jitfuse's linears take 2-D float32 or bfloat16 CPU weights"};
+
+// The input agrees with the (constant) weight %<weight> where its type is known.
+Filter input_matches(const std::string& weight) {
+  return {[weight](const Match& m, const ValueMap& v) {
+            auto type = bound(m, v, "input")->type()->cast<c10::TensorType>();
+            auto w = constant(bound(m, v, weight));
+            return type && w && w->isTensor() &&
+                   (!type->scalarType() || *type->scalarType() == w->toTensor().scalar_type()) &&
+                   (!type->device() || type->device()->is_cpu());
+          },
+          "the input {input} is {input:type}, not a CPU tensor of the weight's dtype ({" + weight + ":type})"};
 }
 
 // x @ W^T + b, spelled with matmul/add or addmm: W^T is a constant after freezing.
-bool transposed_linear_is_fusable(const Match& m, const ValueMap& v) {
-  auto wt = frozen_weight(bound(m, v, "weight_t"), 2);
-  if (!wt) return false;
-  auto bias = constant(bound(m, v, "bias"));  // a vector of out_features, nothing that broadcasts more
-  if (!bias || !bias->isTensor() || bias->toTensor().dim() != 1 ||
-      bias->toTensor().size(0) != wt->size(1) || !is_constant_bias_for(bound(m, v, "bias"), *wt))
-    return false;
-  for (const char* scale : {"alpha", "beta"})
-    if (v.count(scale) && !is_constant_number(bound(m, v, scale), 1.0)) return false;
-  auto type = bound(m, v, "input")->type()->cast<c10::TensorType>();
-  return type && (!type->scalarType() || *type->scalarType() == wt->scalar_type());
-}
+const Filter kTransposedWeightIs2dFloat{
+    [](const Match& m, const ValueMap& v) { return frozen_weight(bound(m, v, "weight_t"), 2).has_value(); },
+    "the weight is {weight_t:type}: jitfuse's linears take 2-D float32 or bfloat16 CPU weights"};
 
-bool gelu_approximation_known(const Match& m, const ValueMap& v) {
-  auto c = constant(bound(m, v, "approximate"));
-  return c && c->isString() && (c->toStringRef() == "none" || c->toStringRef() == "tanh");
-}
+// The added bias is a vector of out_features, nothing that broadcasts more.
+const Filter kBiasIsOutFeaturesVector{
+    [](const Match& m, const ValueMap& v) {
+      auto wt = frozen_weight(bound(m, v, "weight_t"), 2);
+      auto bias = constant(bound(m, v, "bias"));
+      return wt && bias && bias->isTensor() && bias->toTensor().dim() == 1 &&
+             bias->toTensor().size(0) == wt->size(1) && is_constant_bias_for(bound(m, v, "bias"), *wt);
+    },
+    "the added {bias} ({bias:origin}, {bias:type}) is not a constant vector of out_features: "
+    "the linear would broadcast it differently"};
+
+const Filter kAddmmScalesAreOne{
+    [](const Match& m, const ValueMap& v) {
+      for (const char* scale : {"alpha", "beta"})
+        if (v.count(scale) && !is_constant_number(bound(m, v, scale), 1.0)) return false;
+      return true;
+    },
+    "the sum scales a term: alpha or beta is not the constant 1"};
 
 struct LinearTail {
   const char* name;     // the fused op, jitfuse::<name>
@@ -52,7 +68,7 @@ const std::vector<LinearTail>& linear_tails() {
   static const std::vector<LinearTail> tails = {
       // name          tail (%linear -> %out)                                 tail inputs       filters
       {"linear_relu", "%out = aten::relu{_}(%linear)",                        "",               {}},
-      {"linear_gelu", "%out = aten::gelu{_}(%linear, %approximate)",          ", %approximate", {gelu_approximation_known}},
+      {"linear_gelu", "%out = aten::gelu{_}(%linear, %approximate)",          ", %approximate", {kGeluApproximationKnown}},
       // A lone linear still gains a prepacked weight.
       {"linear",      "",                                                     "",               {}},
   };
@@ -64,24 +80,28 @@ struct LinearSpelling {
   const char* inputs;  // pattern inputs besides the tail's
   const char* call;    // IR defining %linear
   const char* weight;  // IR defining the fused op's %weight ([out, in]) when it is not an input
-  Filter filter;
+  const char* lead;    // the node the report files a match under
+  std::vector<Filter> filters;
 };
 
 const std::vector<LinearSpelling>& linear_spellings() {
+  static const std::vector<Filter> transposed = {weight_is_constant("weight_t"), kTransposedWeightIs2dFloat,
+                                                 kBiasIsOutFeaturesVector, kAddmmScalesAreOne,
+                                                 input_matches("weight_t")};
   static const std::vector<LinearSpelling> spellings = {
-      {"%input, %weight, %bias", "%linear = aten::linear(%input, %weight, %bias)", "",
-       linear_is_fusable},
+      {"%input, %weight, %bias", "%linear = aten::linear(%input, %weight, %bias)", "", "linear",
+       {weight_is_constant("weight"), kWeightIs2dFloat, bias_is_constant_for("weight"), input_matches("weight")}},
       // aten::t of the constant folds into a constant weight (fuse_linear propagates constants).
       {"%input, %weight_t, %bias, %alpha",
        "%mm = aten::matmul(%input, %weight_t)\n%linear = aten::add(%mm, %bias, %alpha)",
-       "%weight = aten::t(%weight_t)", transposed_linear_is_fusable},
+       "%weight = aten::t(%weight_t)", "mm", transposed},
       // addmm, as the executor decomposes it: bias + mm
       {"%input, %weight_t, %bias, %alpha",
        "%mm = aten::mm(%input, %weight_t)\n%linear = aten::add(%bias, %mm, %alpha)",
-       "%weight = aten::t(%weight_t)", transposed_linear_is_fusable},
+       "%weight = aten::t(%weight_t)", "mm", transposed},
       {"%input, %weight_t, %bias, %beta, %alpha",
        "%linear = aten::addmm(%bias, %input, %weight_t, %beta, %alpha)",
-       "%weight = aten::t(%weight_t)", transposed_linear_is_fusable},
+       "%weight = aten::t(%weight_t)", "linear", transposed},
   };
   return spellings;
 }
@@ -98,8 +118,9 @@ std::vector<Rewrite> build_linear_rewrites() {
         r.name = t.name;
         r.pattern = graph_ir(inputs, std::string(spelling.call) + "\n" + tail, out);
         r.replacement = graph_ir(inputs, std::string(spelling.weight) + "\n" + call, out);
-        r.filters = t.filters;
-        r.filters.insert(r.filters.begin(), spelling.filter);
+        r.filters = spelling.filters;
+        r.filters.insert(r.filters.end(), t.filters.begin(), t.filters.end());
+        r.lead = spelling.lead;
         rows.push_back(std::move(r));
       }
     }
@@ -191,6 +212,7 @@ void merge_linears(torch::jit::Graph& graph, const MergeForm& form, const std::v
                              {merged, c10::IValue(out_features), c10::IValue(int64_t{-1})});
   Node* unpack = graph.insertNode(graph.createListUnpack(parts, group.size()));
   report_rewrite(kLinearX3, group);
+  if (auto* recorder = Recorder::active()) recorder->fused(kLinearX3, form.kind.toQualString(), group.front(), group);
   for (size_t i = 0; i < group.size(); ++i) {
     unpack->output(i)->setType(group[i]->output()->type());
     group[i]->output()->replaceAllUsesWith(unpack->output(i));

@@ -38,4 +38,28 @@ void set_pattern_enabled(const std::string& name, bool enabled);  // throws on a
 bool is_pattern_enabled(const std::string& name);
 std::vector<std::string> pattern_names();
 
+// ---- the fusion report: why a model did or did not fuse ----
+// One line of it. Every node a pattern could start from is listed with the pattern that took it
+// and, for each pattern whose shape fit it but that refused it, the first objection.
+struct ReportEntry {
+  std::string status;    // "fused", "rejected", "left" (no pattern's shape fits it) or "note"
+  std::string pattern;   // fused, rejected: the pattern's name
+  std::string op;        // fused: the op it made (jitfuse::...); rejected, left: the node's kind
+  std::string node;      // the node a pattern starts from: kind and output ("aten::linear %x.3")
+  std::string location;  // its module path and source line, where TorchScript kept them
+  std::string reason;    // rejected: the objection, in words; note: what to know
+  std::string fused_as;  // rejected: the pattern that took the node after all, if one did
+  std::vector<std::string> replaced;  // fused: the nodes the op replaced, in graph order
+};
+
+// Runs the passes on a copy of `module` (called twice with `inputs`, so that TorchScript's
+// executor specializes the graph as it does at a user's first calls) and reports on them. The
+// module itself is not changed. It may be frozen or not yet frozen (the report then says what
+// freezing would change).
+std::vector<ReportEntry> report(const torch::jit::Module& module, const std::vector<c10::IValue>& inputs);
+// The same on a copy of `graph` as it is (no profiled types).
+std::vector<ReportEntry> report(const GraphPtr& graph);
+// The report as a table: patterns and counts, refusals with reasons, ops left by kind.
+std::string format_report(const std::vector<ReportEntry>& entries);
+
 }  // namespace jitfuse

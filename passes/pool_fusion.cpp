@@ -7,28 +7,25 @@ namespace jitfuse {
 namespace {
 
 // Where the profiled type is known: a 4-D float32/bfloat16 CPU tensor.
-bool pooled_is_float_4d(const Match& m, const ValueMap& v) {
-  auto type = bound(m, v, "x")->type()->cast<c10::TensorType>();
-  if (!type) return false;
-  if (type->dim() && *type->dim() != 4) return false;
-  if (type->scalarType() && *type->scalarType() != at::kFloat && *type->scalarType() != at::kBFloat16)
-    return false;
-  return !type->device() || type->device()->is_cpu();
-}
+const Filter kPooledIsFloat4d{
+    [](const Match& m, const ValueMap& v) {
+      auto type = bound(m, v, "x")->type()->cast<c10::TensorType>();
+      if (!type) return false;
+      if (type->dim() && *type->dim() != 4) return false;
+      if (type->scalarType() && *type->scalarType() != at::kFloat && *type->scalarType() != at::kBFloat16)
+        return false;
+      return !type->device() || type->device()->is_cpu();
+    },
+    "the input {x} is {x:type}, not a 4-D float32 or bfloat16 CPU tensor"};
 
-bool max_pool_geometry_constant(const Match& m, const ValueMap& v) {
-  for (const char* name : {"kernel_size", "stride", "padding", "dilation"})
-    if (!is_constant_int_list(bound(m, v, name))) return false;
-  auto ceil = constant(bound(m, v, "ceil_mode"));
-  return ceil && ceil->isBool();
-}
-
-bool output_size_is_1x1(const Match& m, const ValueMap& v) {
-  auto size = constant(bound(m, v, "output_size"));
-  if (!size || !size->isIntList()) return false;
-  auto s = size->toIntVector();
-  return s.size() == 2 && s[0] == 1 && s[1] == 1;
-}
+const Filter kOutputSizeIs1x1{
+    [](const Match& m, const ValueMap& v) {
+      auto size = constant(bound(m, v, "output_size"));
+      if (!size || !size->isIntList()) return false;
+      auto s = size->toIntVector();
+      return s.size() == 2 && s[0] == 1 && s[1] == 1;
+    },
+    "the output size is {output_size:value}, not [1, 1]: jitfuse runs global average pooling only"};
 
 std::vector<Rewrite> build_pool_rewrites() {
   const std::string max_inputs = "%x, %kernel_size, %stride, %padding, %dilation, %ceil_mode";
@@ -36,10 +33,10 @@ std::vector<Rewrite> build_pool_rewrites() {
   return {
       // name                 pattern                                                replacement                                                  filters
       {"max_pool2d",          graph_ir(max_inputs, "%y = aten::max_pool2d" + max_args, "%y"),
-                              graph_ir(max_inputs, "%y = jitfuse::max_pool2d" + max_args, "%y"),          {pooled_is_float_4d, max_pool_geometry_constant}},
+                              graph_ir(max_inputs, "%y = jitfuse::max_pool2d" + max_args, "%y"),          {kPooledIsFloat4d, kPoolGeometryConstant}},
       {"adaptive_avg_pool2d", graph_ir("%x, %output_size", "%y = aten::adaptive_avg_pool2d(%x, %output_size)", "%y"),
                               graph_ir("%x, %output_size", "%y = jitfuse::adaptive_avg_pool2d(%x, %output_size)", "%y"),
-                                                                                                           {pooled_is_float_4d, output_size_is_1x1}},
+                                                                                                           {kPooledIsFloat4d, kOutputSizeIs1x1}},
   };
 }
 

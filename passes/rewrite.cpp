@@ -5,37 +5,46 @@
 #include <sstream>
 #include <unordered_set>
 
+#include "passes/recorder.h"
+
 namespace jitfuse {
-
-namespace {
-
-std::vector<torch::jit::Node*> matched_nodes(const Match& match) {
-  std::vector<torch::jit::Node*> nodes;
-  for (const auto& [pattern_node, node] : match.nodes_map)
-    if (node->kind() != torch::jit::prim::Param && node->kind() != torch::jit::prim::Return)
-      nodes.push_back(node);
-  return nodes;
-}
-
-}  // namespace
 
 void apply_rewrites(GraphPtr& graph, const std::vector<Rewrite>& rewrites) {
   for (const auto& row : rewrites) {
-    if (!is_pattern_enabled(row.name)) continue;
+    Recorder* recorder = Recorder::active();  // null unless a report is being made
+    // Where the pattern fits, and why the row would refuse each place: before the rewrite,
+    // which destroys the nodes it takes.
+    std::vector<ShapeMatch> shapes;
+    if (recorder) shapes = shape_matches(*graph, row);
+    if (!is_pattern_enabled(row.name)) {
+      if (recorder)
+        for (const auto& m : shapes)
+          recorder->refused(row.name, m, "the pattern is turned off (JITFUSE_DISABLE or set_pattern_enabled)");
+      continue;
+    }
     torch::jit::SubgraphRewriter rewriter;
     rewriter.RegisterRewritePattern(row.pattern, row.replacement);
     // Matches may overlap; the rewriter keeps the first. Claiming nodes here makes every accepted
-    // match one that is rewritten, so the verbose line is true.
+    // match one that is rewritten, so the verbose line and the report are true.
     std::unordered_set<const torch::jit::Node*> claimed;
     rewriter.runOnGraph(graph, [&](const Match& match, const ValueMap& vmap) {
       for (const auto& filter : row.filters)
-        if (!filter(match, vmap)) return false;
+        if (!filter.accepts(match, vmap)) return false;
       for (const auto& [p, n] : match.nodes_map)
         if (claimed.count(n)) return false;
       for (const auto& [p, n] : match.nodes_map) claimed.insert(n);
       report_rewrite(row.name, matched_nodes(match));
+      if (recorder)  // now, while the nodes exist
+        recorder->fused(row.name, fused_op_name(row.replacement),
+                        row.lead.empty() ? match.anchor : match.nodes_map.at(vmap.at(row.lead)->node()),
+                        matched_nodes(match));
       return true;
     });
+    if (recorder)
+      for (const auto& m : shapes)
+        if (!claimed.count(m.lead))  // (a claimed node is gone)
+          recorder->refused(row.name, m,
+                            m.refusal.empty() ? "an overlapping match of the same pattern took its nodes" : m.refusal);
   }
 }
 
@@ -97,8 +106,42 @@ bool is_constant_number(Value* v, double expected) {
   return c && (c->isInt() || c->isDouble()) && c->toScalar().toDouble() == expected;
 }
 
-bool alpha_is_one(const Match& m, const ValueMap& v) {
-  return is_constant_number(bound(m, v, "alpha"), 1.0);
+const Filter kAlphaIsOne{
+    [](const Match& m, const ValueMap& v) { return is_constant_number(bound(m, v, "alpha"), 1.0); },
+    "the add scales its operand by alpha = {alpha:value}, not 1"};
+
+const Filter kGeluApproximationKnown{
+    [](const Match& m, const ValueMap& v) {
+      auto c = constant(bound(m, v, "approximate"));
+      return c && c->isString() && (c->toStringRef() == "none" || c->toStringRef() == "tanh");
+    },
+    "gelu's approximate is {approximate:value}, not the constant 'none' or 'tanh'"};
+
+const Filter kPoolGeometryConstant{
+    [](const Match& m, const ValueMap& v) {
+      for (const char* name : {"kernel_size", "stride", "padding", "dilation"})
+        if (!is_constant_int_list(bound(m, v, name))) return false;
+      auto ceil = constant(bound(m, v, "ceil_mode"));
+      return ceil && ceil->isBool();
+    },
+    "kernel_size, stride, padding, dilation or ceil_mode is not a constant"};
+
+Filter weight_is_constant(const std::string& name) {
+  return {[name](const Match& m, const ValueMap& v) {
+            auto c = constant(bound(m, v, name));
+            return c && c->isTensor();
+          },
+          "the weight {" + name + "} is {" + name + ":origin}, not a constant: freeze the module "
+          "(torch.jit.freeze) so that its weights become constants"};
+}
+
+Filter bias_is_constant_for(const std::string& weight) {
+  return {[weight](const Match& m, const ValueMap& v) {
+            auto w = constant(bound(m, v, weight));
+            return w && w->isTensor() && is_constant_bias_for(bound(m, v, "bias"), w->toTensor());
+          },
+          "the bias {bias} ({bias:origin}, {bias:type}) is not None or a constant vector of the "
+          "weight's dtype or float32"};
 }
 
 bool is_fused_conv(const torch::jit::Node* n) {

@@ -16,13 +16,27 @@ namespace jitfuse {
 using torch::jit::Match;
 using torch::jit::Value;
 using ValueMap = std::unordered_map<std::string, Value*>;
-using Filter = std::function<bool(const Match&, const ValueMap&)>;
+
+// A condition every match must meet, and what the fusion report says when one does not. In the
+// reason, {name} stands for the value the pattern bound to %name, {name:origin} for where that
+// value comes from (a graph input, a module attribute, a constant, the node that makes it),
+// {name:type} for its dtype and shape, {name:value} for the constant it holds.
+struct Filter {
+  std::function<bool(const Match&, const ValueMap&)> accepts;
+  std::string reason;
+  // Completes the pattern's shape rather than judging a match (a 3-D conv is not the conv2d
+  // rows' shape, a float32 matmul not the bfloat16 row's): where it refuses, the report is silent.
+  bool shape = false;
+};
 
 struct Rewrite {
   std::string name;         // pattern name: op name, JITFUSE_DISABLE entry, test row
   std::string pattern;      // IR of the subgraph to find
   std::string replacement;  // IR of what replaces it
-  std::vector<Filter> filters;  // every one must accept the match
+  std::vector<Filter> filters;  // every one must accept the match, tried in order
+  // The pattern value whose node the report files a match under (the conv of conv + relu), so
+  // that every row that could take that node is listed with it; "" means the pattern's output.
+  std::string lead;
 };
 
 // Applies each enabled row in order; JITFUSE_VERBOSE=1 prints one line per rewrite.
@@ -45,11 +59,16 @@ const std::vector<Rewrite>& pool_rewrites();
 // Patterns applied by a pass of their own rather than a table row.
 constexpr const char* kLinearX3 = "linear_linear_linear";
 
-// Whether JITFUSE_VERBOSE is set (switches.cpp).
-bool verbose();
+// JITFUSE_VERBOSE (switches.cpp): 0 quiet, 1 one line per rewrite, 2 also every refused
+// candidate as the passes meet it.
+int verbose_level();
+inline bool verbose() { return verbose_level() >= 1; }
 
 // A jitfuse::conv2d* / conv3d* node (fused by the conv table, in-place forms included).
 bool is_fused_conv(const torch::jit::Node* n);
+
+// The graph nodes a match covers, in graph order.
+std::vector<torch::jit::Node*> matched_nodes(const Match& match);
 
 // For JITFUSE_VERBOSE: one line naming the pattern and the nodes it replaces.
 void report_rewrite(const std::string& name, std::vector<torch::jit::Node*> nodes);
@@ -62,10 +81,26 @@ bool is_constant_int(Value* v);
 bool is_constant_bool(Value* v, bool expected);
 bool is_constant_number(Value* v, double expected);  // an int or float constant equal to expected
 bool is_constant_scalar(Value* v);                   // an int or float constant
-bool alpha_is_one(const Match& m, const ValueMap& v);  // the bound %alpha is the constant 1
+// Filters shared by several tables.
+extern const Filter kAlphaIsOne;              // the bound %alpha is the constant 1
+extern const Filter kGeluApproximationKnown;  // %approximate is the constant "none" or "tanh"
+extern const Filter kPoolGeometryConstant;    // max_pool2d's kernel_size ... ceil_mode
+// The bound %<name> is a constant (a frozen module's weights are): the reason says to freeze.
+Filter weight_is_constant(const std::string& name);
+// The bound %bias is None or a constant vector of the weight's dtype or float32.
+Filter bias_is_constant_for(const std::string& weight);
 // A frozen weight: a constant strided CPU float32/bfloat16 tensor of `rank` dims.
 std::optional<at::Tensor> frozen_weight(Value* v, int64_t rank);
 // A constant None, or a constant tensor of `weight`'s dtype or float32.
 bool is_constant_bias_for(Value* v, const at::Tensor& weight);
+
+// ---- the fusion report's view of a graph: how to name nodes and values for a user ----
+// Where a node comes from: the module path (traced: block.conv; scripted: from the inlined
+// calls) and the first source line outside torch's own files, as far as TorchScript kept them.
+std::string location(const torch::jit::Node* n);
+// "%x (a graph input, float64 [2, 3])"-style pieces for a value, as the {name:...} forms say.
+std::string value_origin(const Value* v);
+std::string value_type(const Value* v);
+std::string value_constant(const Value* v);
 
 }  // namespace jitfuse

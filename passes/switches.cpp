@@ -1,4 +1,5 @@
 // On/off switches: the global one, per-pattern ones (JITFUSE_DISABLE or the API) and verbosity.
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <iostream>
@@ -43,12 +44,15 @@ std::set<std::string>& disabled() {
 
 }  // namespace
 
-bool verbose() {
-  static const bool on = [] {
+int verbose_level() {
+  static const int level = [] {
     const char* v = std::getenv("JITFUSE_VERBOSE");
-    return v && *v && std::string(v) != "0";
+    if (!v || !*v) return 0;
+    char* end = nullptr;
+    const long n = std::strtol(v, &end, 10);
+    return end == v ? 1 : static_cast<int>(std::max(0L, n));  // a word ("yes") means 1
   }();
-  return on;
+  return level;
 }
 
 void set_enabled(bool enabled) { g_enabled = enabled; }

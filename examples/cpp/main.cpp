@@ -1,12 +1,13 @@
 // jitfuse_run: load a TorchScript file, run it, print the optimized graph and timings.
 //
 //   jitfuse_run MODEL.pt INPUTS.pt [--optimize] [--expect-fused-first-call] [--iters N]
-//               [--concurrency THREADS CALLS]
+//               [--concurrency THREADS CALLS] [--report]
 //
 // INPUTS.pt is a scripted module with an `input` tensor and, optionally, an `expected` output
 // to compare against. --optimize fuses the module offline (jitfuse::optimize) before the first
 // call. --concurrency shares the module between THREADS threads making CALLS calls each on
 // perturbed inputs, every output checked against the same file run stock (jitfuse off).
+// --report prints jitfuse's fusion report for the model on that input (jitfuse::report) and exits.
 // The exit code is non-zero when an output is wrong or the graph is not fused.
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
@@ -65,14 +66,16 @@ int run_concurrently(torch::jit::Module& module, const char* path, const at::Ten
 int main(int argc, char** argv) {
   if (argc < 3) {
     std::cerr << "usage: " << argv[0]
-              << " MODEL.pt INPUTS.pt [--optimize] [--expect-fused-first-call] [--iters N]\n";
+              << " MODEL.pt INPUTS.pt [--optimize] [--expect-fused-first-call] [--iters N]"
+                 " [--concurrency THREADS CALLS] [--report]\n";
     return 2;
   }
-  bool optimize = false, expect_fused_first = false;
+  bool optimize = false, expect_fused_first = false, report = false;
   int iters = 20, threads = 0, calls = 0;
   for (int i = 3; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--optimize")) optimize = true;
     else if (!std::strcmp(argv[i], "--expect-fused-first-call")) expect_fused_first = true;
+    else if (!std::strcmp(argv[i], "--report")) report = true;
     else if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) iters = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--concurrency") && i + 2 < argc) {
       threads = std::atoi(argv[++i]);
@@ -87,6 +90,10 @@ int main(int argc, char** argv) {
   at::Tensor input = io.attr("input").toTensor();
 
   std::vector<torch::jit::IValue> args{input};
+  if (report) {
+    std::cout << jitfuse::format_report(jitfuse::report(module, args));
+    return 0;
+  }
   at::Tensor out = module.forward(args).toTensor();
   const int fused_first = count_jitfuse_nodes(torch::jit::lastExecutedOptimizedGraph());
   std::vector<double> ms;

@@ -84,6 +84,7 @@ def optimize(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
 
 from . import quantization  # noqa: E402  (needs the library loaded)
 from .quantization import QuantConf  # noqa: E402
+from ._report import FusionReport, report  # noqa: E402  (python -m jitfuse.report: the CLI)
 
-__all__ = ["optimize", "quantization", "QuantConf", "set_enabled", "is_enabled", "patterns", "set_pattern_enabled", "is_pattern_enabled",
+__all__ = ["optimize", "report", "FusionReport", "quantization", "QuantConf", "set_enabled", "is_enabled", "patterns", "set_pattern_enabled", "is_pattern_enabled",
            "set_winograd_enabled", "is_winograd_enabled", "onednn_isa", "__version__"]

@@ -248,3 +248,85 @@ TEST_F(PassTest, EveryPatternNameIsListed) {
 }
 
 }  // namespace
+
+// ---- the fusion report on IR graphs: rules no traced or scripted model breaks --------------------
+
+namespace {
+
+std::vector<std::string> reasons(const std::vector<jitfuse::ReportEntry>& entries, const std::string& pattern) {
+  std::vector<std::string> out;
+  for (const auto& e : entries)
+    if (e.status == "rejected" && e.pattern == pattern) out.push_back(e.reason);
+  return out;
+}
+
+const char* kInt8Conv = R"IR(
+graph(%q : INPUT_TYPE, %qw : Tensor, %s : Tensor, %b : Tensor):
+  %scale : float = prim::Constant[value=0.05]()
+  %zp : int = prim::Constant[value=128]()
+  %one : int = prim::Constant[value=1]()
+  %l : int[] = prim::Constant[value=[1, 1]]()
+  %z : int[] = prim::Constant[value=[0, 0]]()
+  %x : Tensor = jitfuse::dequantize_per_tensor(%q, %scale, %zp)
+  %wf : Tensor = aten::dequantize(%qw)
+  %w : Tensor = aten::mul(%wf, %s)
+  %c : Tensor = aten::conv2d(%x, %w, %b, %l, %z, %l, %one)
+  return (%c)
+)IR";
+
+std::shared_ptr<Graph> int8_conv(const std::string& input_type) {
+  std::string ir = kInt8Conv;
+  ir.replace(ir.find("INPUT_TYPE"), 10, input_type);
+  return frozen_graph(ir, {{"qw", torch::randint(-60, 60, {4, 3, 3, 3}).to(torch::kChar)},
+                           {"s", torch::full({4, 1, 1, 1}, 0.01)},
+                           {"b", torch::randn({4})}});
+}
+
+}  // namespace
+
+TEST(Report, LinearInputOfAnotherDtype) {
+  auto g = frozen_graph(R"IR(
+graph(%x : Double(2, 16), %w : Tensor, %b : Tensor):
+  %y : Tensor = aten::linear(%x, %w, %b)
+  return (%y)
+)IR", {{"w", torch::randn({8, 16})}, {"b", torch::randn({8})}});
+  EXPECT_EQ(reasons(jitfuse::report(g), "linear"),
+            std::vector<std::string>{"the input %x is float64 [2, 16], not a CPU tensor of the weight's dtype "
+                                     "(float32 [8, 16])"});
+}
+
+TEST(Report, ConvInputOfAnotherRank) {
+  auto g = frozen_graph(R"IR(
+graph(%x : Float(1, 1, 3, 8, 8), %w : Tensor, %b : Tensor):
+  %one : int = prim::Constant[value=1]()
+  %l : int[] = prim::Constant[value=[1, 1]]()
+  %z : int[] = prim::Constant[value=[0, 0]]()
+  %c : Tensor = aten::conv2d(%x, %w, %b, %l, %z, %l, %one)
+  return (%c)
+)IR", {{"w", torch::randn({4, 3, 3, 3})}, {"b", torch::randn({4})}});
+  EXPECT_EQ(reasons(jitfuse::report(g), "conv2d"),
+            std::vector<std::string>{"the input %x is float32 [1, 1, 3, 8, 8], not a CPU tensor of 4 dims (or 3 "
+                                     "unbatched) and the weight's dtype (float32 [4, 3, 3, 3])"});
+}
+
+TEST(Report, Int8OperandNotInt8) {
+  EXPECT_EQ(reasons(jitfuse::report(int8_conv("Int(1, 3, 8, 8)")), "dequant_conv"),
+            std::vector<std::string>{"an operand that is dequantized is not a uint8 or int8 CPU tensor"});
+}
+
+TEST(Report, Int8ConvInputOfAnotherRank) {
+  EXPECT_EQ(reasons(jitfuse::report(int8_conv("Byte(1, 1, 3, 8, 8)")), "dequant_conv"),
+            std::vector<std::string>{"the input %q is uint8 [1, 1, 3, 8, 8], not a 3-D or 4-D tensor"});
+}
+
+TEST(Report, FusedEntriesAndTable) {
+  auto entries = jitfuse::report(int8_conv("Byte(1, 3, 8, 8)"));
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].status, "fused");
+  EXPECT_EQ(entries[0].pattern, "dequant_conv");
+  EXPECT_EQ(entries[0].op, "jitfuse::qconv2d");
+  EXPECT_EQ(entries[0].replaced.size(), 4u);  // dequantize x, dequantize w, mul, conv2d
+  const std::string table = jitfuse::format_report(entries);
+  EXPECT_NE(table.find("fused: 1 rewrites"), std::string::npos) << table;
+  EXPECT_NE(table.find("dequant_conv  1      jitfuse::qconv2d"), std::string::npos) << table;
+}

@@ -51,7 +51,7 @@ ERRORS = [
      "float32 or bfloat16"),
     ("mixed dtypes", lambda: ops.conv2d(torch.randn(1, 8, 5, 5).bfloat16(), W, None, *GEOM),
      "same dtype"),
-    ("3-D input", lambda: ops.conv2d(torch.randn(8, 5, 5), W, B, *GEOM), "4-D input"),
+    ("2-D input", lambda: ops.conv2d(torch.randn(8, 5), W, B, *GEOM), "4-D input"),  # 3-D: unbatched, as ATen
     ("5-D input to conv2d", lambda: ops.conv2d(torch.randn(1, 8, 2, 5, 5), W, B, *GEOM), "4-D input"),
     ("channel mismatch", lambda: ops.conv2d(torch.randn(1, 3, 5, 5), W, B, *GEOM), "channels"),
     ("bias shape", lambda: ops.conv2d(torch.randn(1, 8, 5, 5), W, torch.randn(3), *GEOM), "bias"),

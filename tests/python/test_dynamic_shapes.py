@@ -79,3 +79,26 @@ def test_int8_net_takes_any_batch_and_spatial_size():
             jitfuse.set_enabled(True)
             got = qmodel(x)
             assert max_rel_err(got, ref) <= 1e-2, (n, hw)
+
+
+class UnbatchedConv(torch.nn.Module):
+    """Scripted, aten::conv2d takes a 3-D input as a batch of one; the executor's types need not
+    say which rank the fused op gets. (The int8 ops take it too: test_op_errors' "wrong rank".)"""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.conv2 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        return torch.relu(self.conv2(y) + y)
+
+
+def test_fused_convs_take_unbatched_inputs():
+    torch.manual_seed(0)
+    model = UnbatchedConv().eval()
+    with torch.no_grad():
+        m = torch.jit.freeze(torch.jit.script(model))
+        for x in [torch.randn(2, 3, 9, 9)] * 3 + [torch.randn(3, 9, 9), torch.randn(3, 5, 7)]:
+            assert max_rel_err(m(x), model(x)) <= 1e-5, x.shape
+        assert "jitfuse::conv2d_sum_relu" in node_kinds(m.graph_for(torch.randn(3, 9, 9)))
