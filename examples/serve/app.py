@@ -2,7 +2,8 @@
 tensors over HTTP.
 
     python examples/serve/prepare.py /tmp/models          # fused fp32 / bf16 / int8 files
-    serve run --working-dir examples/serve app:build model=/tmp/models/small_fp32.pt replicas=2
+    serve run --app-dir examples/serve --working-dir examples/serve app:build \
+        model=/tmp/models/small_fp32.pt replicas=2
     python examples/serve/client.py http://127.0.0.1:8000/ --requests 500 --clients 8
 
 Arguments (serve run's key=value):
@@ -28,6 +29,7 @@ A request the server cannot read gets a 4xx and {"error": "..."} saying why; a m
 import asyncio
 import json
 import os
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -36,9 +38,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 import wire
-
-META_FILE = "serve.json"  # written by prepare.save_served
-
 
 class UnsupportedType(wire.WireError):
     """A body in a format the server does not read (415)."""
@@ -55,12 +54,12 @@ class FusedModel:
         import jitfuse  # registers the fused ops: the file cannot load without them
 
         torch.set_num_threads(threads)
-        extra = {META_FILE: ""}
+        extra = {wire.META_FILE: ""}
         self.model = torch.jit.load(model_path, _extra_files=extra)
-        meta = json.loads(extra[META_FILE]) if extra[META_FILE] else {}
+        meta = json.loads(extra[wire.META_FILE]) if extra[wire.META_FILE] else {}
         shape, dtype = input_shape or meta.get("input_shape"), input_dtype or meta.get("input_dtype", "float32")
         if shape is None:
-            raise ValueError(f"{model_path} has no {META_FILE} (not written by prepare.py): "
+            raise ValueError(f"{model_path} has no {wire.META_FILE} (not written by prepare.py): "
                              "give input_shape=C,H,W (one sample) and input_dtype")
         self.sample_shape, self.dtype = tuple(shape), wire.dtype_named(dtype)
         self.max_samples = max_samples
@@ -141,6 +140,15 @@ class FusedModel:
         return JSONResponse(wire.tensor_to_json(y), headers=served_by)
 
 
+def has_request_format(path):
+    """Whether a TorchScript file (a zip archive) carries prepare.py's serve.json."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(name.endswith(f"/extra/{wire.META_FILE}") for name in z.namelist())
+    except zipfile.BadZipFile:
+        raise ValueError(f"model {path} is not a TorchScript file (torch.jit.save writes a zip archive)") from None
+
+
 def available_cores():
     """The cluster's CPUs when this process is connected to Ray, else this machine's."""
     import ray
@@ -171,6 +179,9 @@ def build(args):
     shape = args.get("input_shape")
     if isinstance(shape, str):
         shape = [int(d) for d in shape.split(",")]
+    if shape is None and not has_request_format(model):  # say so here, not in a replica's crash loop
+        raise ValueError(f"{model} has no {wire.META_FILE} (not written by prepare.py): "
+                         "give input_shape=C,H,W (one sample) and input_dtype=float32|bfloat16")
     deployment = FusedModel.options(
         num_replicas=replicas,
         ray_actor_options={"num_cpus": threads},

@@ -21,8 +21,7 @@ import torch.nn.functional as F
 import jitfuse
 from jitfuse import QuantConf, quantization
 
-META_FILE = "serve.json"  # the name inside the TorchScript archive (torch.jit.save's _extra_files)
-
+import wire
 
 class SmallClassifier(nn.Module):
     """conv-bn-relu stem, one residual block, pooling, a linear head: 10 classes."""
@@ -61,7 +60,7 @@ MODELS = {"small": small, "resnet50": resnet50}
 def save_served(module, path, input_shape, input_dtype):
     """torch.jit.save with the request format app.py reads: input_shape without the batch."""
     meta = {"input_shape": list(input_shape), "input_dtype": str(input_dtype).removeprefix("torch.")}
-    torch.jit.save(module, path, _extra_files={META_FILE: json.dumps(meta)})
+    torch.jit.save(module, path, _extra_files={wire.META_FILE: json.dumps(meta)})
 
 
 def fused(model, precision, input_shape, calibration_batches=8):

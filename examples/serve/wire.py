@@ -17,6 +17,9 @@ import torch
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 RAW_TYPE = "application/octet-stream"
+# What a served file says about its requests (input_shape per sample, input_dtype): a JSON file
+# inside the TorchScript archive (torch.jit.save's _extra_files), written by prepare.py.
+META_FILE = "serve.json"
 
 
 class WireError(ValueError):

@@ -70,10 +70,10 @@ def fp32_url(base_url, models):
     return deploy(base_url, models["fp32"], "fp32", replicas=2, threads=1)
 
 
-def deploy(base_url, path, name, replicas, threads):
+def deploy(base_url, path, name, replicas, threads, **args):
     """Runs app.build's application as `name` at /name and returns its URL."""
     application = app.build({"model": path, "replicas": str(replicas), "threads": str(threads),
-                             "cores": str(CORES), "health_check_s": "1", "batch_wait_ms": "5"})
+                             "cores": str(CORES), "health_check_s": "1", "batch_wait_ms": "5", **args})
     serve.run(application, name=name, route_prefix=f"/{name}")
     return f"{base_url}/{name}"
 
@@ -121,6 +121,8 @@ def test_build_checks_its_arguments(models):
         app.build({"model": "/nonexistent/model.pt"})
     with pytest.raises(ValueError, match=r"unknown argument\(s\) \['replica'\]"):
         app.build({"model": models["fp32"], "replica": "2"})
+    with pytest.raises(ValueError, match="is not a TorchScript file"):
+        app.build({"model": __file__})
 
 
 def test_two_replicas_answer_like_a_direct_call(fp32_url, models):
@@ -218,9 +220,17 @@ def test_a_killed_replica_is_replaced_and_answers_stay_right(fp32_url, models):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
-def test_bf16_and_int8_files_serve_their_direct_answers(base_url, models, precision):
+def test_bf16_and_int8_files_serve_their_direct_answers(base_url, models, precision, tmp_path):
     serve.delete("fp32")  # frees the 2 cores (the fp32 tests ran before: file order)
-    url = deploy(base_url, models[precision], precision, replicas=1, threads=1)
+    if precision == "bf16":
+        url = deploy(base_url, models[precision], precision, replicas=1, threads=1)
+    else:  # a file without serve.json (any jitfuse.optimize'd file): the request format as arguments
+        import jitfuse  # noqa: F401
+        bare = str(tmp_path / "bare_int8.pt")
+        torch.jit.save(torch.jit.load(models[precision]), bare)
+        with pytest.raises(ValueError, match="has no serve.json .* give input_shape"):
+            app.build({"model": bare, "cores": str(CORES)})
+        url = deploy(base_url, bare, precision, replicas=1, threads=1, input_shape="3,64,64", input_dtype="float32")
     info = client.describe(url)
     dtype = wire.DTYPES[info["input_dtype"]]
     assert dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
