@@ -94,16 +94,9 @@ const Filter kOtherIsFloat{
     },
     "the added {other} is {other:type}, not a float32 CPU tensor"};
 
-const Filter kDivisorIsNumber{
-    [](const Match& m, const ValueMap& v) { return is_constant_scalar(bound(m, v, "divisor")); },
-    "the divisor {divisor} is {divisor:origin}, not a constant number"};
+const Filter kDivisorIsNumber = number_is_constant("divisor");
 // Tracing records `x / 8.0` with a 0-dim tensor constant.
-const Filter kDivisorIs0dTensor{
-    [](const Match& m, const ValueMap& v) {
-      auto c = constant(bound(m, v, "divisor"));
-      return c && c->isTensor() && c->toTensor().dim() == 0 && !c->toTensor().is_complex();
-    },
-    "the divisor {divisor} is {divisor:origin} ({divisor:type}), not a constant 0-dim tensor"};
+const Filter kDivisorIs0dTensor = number_is_constant_0d_tensor("divisor", /*floating=*/false);
 
 // quantize_per_tensor with constant parameters the kernels take: uint8/int8, a positive scale.
 const Filter kQuantizeConstant{

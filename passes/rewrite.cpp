@@ -144,6 +144,21 @@ Filter bias_is_constant_for(const std::string& weight) {
           "weight's dtype or float32"};
 }
 
+Filter number_is_constant(const std::string& name) {
+  return {[name](const Match& m, const ValueMap& v) { return is_constant_scalar(bound(m, v, name)); },
+          "the " + name + " {" + name + "} is {" + name + ":origin}, not a constant number"};
+}
+
+Filter number_is_constant_0d_tensor(const std::string& name, bool floating) {
+  return {[name, floating](const Match& m, const ValueMap& v) {
+            auto c = constant(bound(m, v, name));
+            if (!c || !c->isTensor() || c->toTensor().dim() != 0) return false;
+            return floating ? c->toTensor().is_floating_point() : !c->toTensor().is_complex();
+          },
+          "the " + name + " {" + name + "} is {" + name + ":origin} ({" + name + ":type}), not a constant 0-dim " +
+              (floating ? "floating-point tensor" : "tensor")};
+}
+
 bool is_fused_conv(const torch::jit::Node* n) {
   const std::string kind = n->kind().toQualString();
   return kind.rfind("jitfuse::conv2d", 0) == 0 || kind.rfind("jitfuse::conv3d", 0) == 0;

@@ -89,6 +89,11 @@ extern const Filter kPoolGeometryConstant;    // max_pool2d's kernel_size ... ce
 Filter weight_is_constant(const std::string& name);
 // The bound %bias is None or a constant vector of the weight's dtype or float32.
 Filter bias_is_constant_for(const std::string& weight);
+// The bound %<name> is a constant int or float.
+Filter number_is_constant(const std::string& name);
+// The bound %<name> is a constant 0-dim tensor (how tracing records a Python number operand):
+// floating-point when `floating`, else of any dtype but complex.
+Filter number_is_constant_0d_tensor(const std::string& name, bool floating);
 // A frozen weight: a constant strided CPU float32/bfloat16 tensor of `rank` dims.
 std::optional<at::Tensor> frozen_weight(Value* v, int64_t rank);
 // A constant None, or a constant tensor of `weight`'s dtype or float32.

@@ -27,17 +27,9 @@ const Filter kSoftmaxOnLastDim{
     "softmax runs over dim {dim:value} of {s:type} in dtype {dtype:value}: jitfuse's runs over the last "
     "dim, in the input's dtype (None)"};
 
-const Filter kScaleIsConstant{
-    [](const Match& m, const ValueMap& v) { return is_constant_scalar(bound(m, v, "scale")); },
-    "the scale {scale} is {scale:origin}, not a constant number"};
-
+const Filter kScaleIsConstant = number_is_constant("scale");
 // Tracing records a Python float operand as a 0-dim tensor constant.
-const Filter kScaleIsConstant0dTensor{
-    [](const Match& m, const ValueMap& v) {
-      auto c = constant(bound(m, v, "scale"));
-      return c && c->isTensor() && c->toTensor().dim() == 0 && c->toTensor().is_floating_point();
-    },
-    "the scale {scale} is {scale:origin} ({scale:type}), not a constant 0-dim floating-point tensor"};
+const Filter kScaleIsConstant0dTensor = number_is_constant_0d_tensor("scale", /*floating=*/true);
 
 const Filter kFormatIsContiguous{
     [](const Match& m, const ValueMap& v) {
