@@ -39,6 +39,11 @@ from starlette.responses import JSONResponse, Response
 
 import wire
 
+def no_request_format(path):
+    return (f"{path} has no {wire.META_FILE} (not written by prepare.py): give input_shape=C,H,W "
+            "(one sample) and input_dtype=float32|bfloat16")
+
+
 class UnsupportedType(wire.WireError):
     """A body in a format the server does not read (415)."""
 
@@ -59,8 +64,7 @@ class FusedModel:
         meta = json.loads(extra[wire.META_FILE]) if extra[wire.META_FILE] else {}
         shape, dtype = input_shape or meta.get("input_shape"), input_dtype or meta.get("input_dtype", "float32")
         if shape is None:
-            raise ValueError(f"{model_path} has no {wire.META_FILE} (not written by prepare.py): "
-                             "give input_shape=C,H,W (one sample) and input_dtype")
+            raise ValueError(no_request_format(model_path))
         self.sample_shape, self.dtype = tuple(shape), wire.dtype_named(dtype)
         self.max_samples = max_samples
         self._infer.set_max_batch_size(max_batch_size)
@@ -94,7 +98,8 @@ class FusedModel:
         return [(rows, len(inputs)) for rows in torch.split(out, sizes)]
 
     async def _read(self, request):
-        """(samples [N, *input_shape] in the model's dtype, whether the request sent one sample)."""
+        """(samples [N, *input_shape] in the model's dtype, whether the request sent one sample,
+        whether it sent a raw tensor: the answer comes back the same way)."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
         body = await request.body()
         if content_type == "application/json":
@@ -115,7 +120,7 @@ class FusedModel:
             raise wire.WireError(f"inputs of shape {list(x.shape)}: this model takes one sample of shape "
                                  f"{list(self.sample_shape)} or 1 to {self.max_samples} of them, "
                                  f"[N, {', '.join(map(str, self.sample_shape))}]")
-        return x.to(self.dtype), single
+        return x.to(self.dtype), single, content_type == wire.RAW_TYPE
 
     async def __call__(self, request: Request):
         if request.method == "GET":
@@ -123,7 +128,7 @@ class FusedModel:
         if request.method != "POST":
             return error(405, f"{request.method} is not served: POST a tensor, GET the model's description")
         try:
-            x, single = await self._read(request)
+            x, single, raw = await self._read(request)
         except UnsupportedType as e:
             return error(415, str(e))
         except wire.WireError as e:
@@ -134,7 +139,7 @@ class FusedModel:
             return error(500, f"the model failed: {type(e).__name__}: {e}")
         y = y[0] if single else y
         served_by = {"X-Replica": self.info["replica"], "X-Batch-Requests": str(shared_with)}
-        if request.headers.get("content-type", "").startswith(wire.RAW_TYPE):
+        if raw:
             body, headers = wire.tensor_to_raw(y)
             return Response(body, headers={**headers, **served_by}, media_type=wire.RAW_TYPE)
         return JSONResponse(wire.tensor_to_json(y), headers=served_by)
@@ -180,8 +185,7 @@ def build(args):
     if isinstance(shape, str):
         shape = [int(d) for d in shape.split(",")]
     if shape is None and not has_request_format(model):  # say so here, not in a replica's crash loop
-        raise ValueError(f"{model} has no {wire.META_FILE} (not written by prepare.py): "
-                         "give input_shape=C,H,W (one sample) and input_dtype=float32|bfloat16")
+        raise ValueError(no_request_format(model))
     deployment = FusedModel.options(
         num_replicas=replicas,
         ray_actor_options={"num_cpus": threads},

@@ -18,6 +18,8 @@ import requests
 import torch
 from ray import serve
 
+from harness import TOLERANCE, max_rel_err
+
 SERVE_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "serve")
 sys.path.insert(0, SERVE_DIR)
 import app  # noqa: E402
@@ -82,16 +84,18 @@ def agreement(model_path, inputs, dtype):
     """A direct call's answer to each input, and the check a served answer must pass: bitwise
     equality where the model computes a sample the same in any batch on this CPU (the server
     batches requests as they come); otherwise the README's tolerance for the dtype."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a replica
-    try:
-        expected = [e[0] for e in client.direct_outputs(model_path, [x.unsqueeze(0) for x in inputs], dtype)]
-        together = client.direct_outputs(model_path, [torch.stack(inputs[:8])], dtype)[0]
+    try:  # one load of the file: each input alone, then the first 8 as one batch
+        *alone, together = client.direct_outputs(
+            model_path, [x.unsqueeze(0) for x in inputs] + [torch.stack(inputs[:8])], dtype)
     finally:
-        torch.set_num_threads(2)
+        torch.set_num_threads(threads)
+    expected = [e[0] for e in alone]
     if all(torch.equal(together[i], expected[i]) for i in range(8)):
         return expected, torch.equal
-    tol = {torch.float32: 1e-5, torch.bfloat16: 2e-2}[expected[0].dtype]
-    return expected, lambda got, ref: bool(((got.float() - ref.float()).abs().max() <= tol * ref.float().abs().max()))
+    tol = TOLERANCE[expected[0].dtype]
+    return expected, lambda got, ref: max_rel_err(got, ref) <= tol
 
 
 def replica_pids(url, count, timeout_s=60):
