@@ -14,7 +14,7 @@ namespace jitfuse::memory {
 namespace {
 
 // Below this, torch's allocator (malloc) keeps freed memory itself.
-constexpr size_t kMinCachedBytes = size_t{1} << 20;
+constexpr size_t kMinCachedBytes = size_t{1} << 16;
 // Idle blocks kept at most; beyond it the largest idle ones go back to the system.
 constexpr size_t kMaxIdleBytes = size_t{1} << 30;
 // Each block starts with a header holding its size; the data follows, 64-byte aligned.

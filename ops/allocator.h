@@ -1,7 +1,8 @@
-// Memory for what jitfuse's ops return and use inside a call. Large tensors come from a cache of
-// blocks that outlives them: glibc hands blocks over 32 MB straight back to the kernel, so every
-// call of a large-batch model would pay a page fault per 4 KB of each activation again (a fifth
-// of ResNet-50's time at batch 16). Small ones come from torch's allocator as usual.
+// Memory for what jitfuse's ops return and use inside a call. Tensors from 64 KB up come from a
+// cache of blocks that outlives them: glibc serves blocks above its mmap threshold (128 KB to
+// 32 MB, moved by the process's history) with fresh pages from the kernel, so every call would pay
+// a page fault per 4 KB of each activation again (a fifth of ResNet-50's time at batch 16, half
+// of MiniLM int8's). Small ones come from torch's allocator as usual.
 #pragma once
 
 #include <ATen/ATen.h>

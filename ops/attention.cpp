@@ -40,6 +40,12 @@ at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const a
   return heads_last ? out.transpose(1, 2).contiguous() : out;
 }
 
+// `t` as a contiguous tensor of `type`: itself, or a copy in memory from jitfuse's block cache.
+at::Tensor dense(const at::Tensor& t, at::ScalarType type) {
+  if (t.scalar_type() == type && t.is_contiguous()) return t;
+  return memory::empty(t.sizes(), t.options().dtype(type)).copy_(t);
+}
+
 // The mask as oneDNN's binary post-op takes it: the scores' rank (leading 1s), contiguous, in the
 // score's compute type.
 at::Tensor mask_for_post_op(const at::Tensor& mask, int64_t rank, at::ScalarType type) {
@@ -82,8 +88,7 @@ at::Tensor attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::T
   const auto ctype = onednn::compute_type(type);
   // Head-major, row-major copies (views of a fused QKV projection are neither): oneDNN's brgemm
   // matmul needs dense batch strides.
-  const at::Tensor q = q_in.to(ctype).contiguous(), k = k_in.to(ctype).contiguous(),
-                   v = v_in.to(ctype).contiguous();
+  const at::Tensor q = dense(q_in, ctype), k = dense(k_in, ctype), v = dense(v_in, ctype);
   const at::Tensor kt = k.transpose(-1, -2);
   const at::Tensor mask = has_mask ? mask_for_post_op(*mask_in, rank, ctype) : at::Tensor();
   auto out_sizes = q.sizes().vec();
