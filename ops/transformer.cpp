@@ -130,7 +130,7 @@ at::Tensor scaled_masked_softmax(const at::Tensor& scores, double scale, const a
   auto mask_sizes = mask.sizes().vec();  // same rank as scores: leading 1s
   mask_sizes.insert(mask_sizes.begin(), scores.dim() - mask.dim(), 1);
   at::Tensor mk = mask.to(type).reshape(mask_sizes).contiguous();
-  at::Tensor out = at::empty_like(s);
+  at::Tensor out = memory::empty(s.sizes(), s.options());
 
   onednn::Key key;
   key << s << mk;
@@ -187,7 +187,7 @@ at::Tensor matmul(const at::Tensor& a, const at::Tensor& b) {
 at::Tensor view_transpose_contiguous_view(const at::Tensor& self, at::IntArrayRef size,
                                           int64_t dim0, int64_t dim1, at::IntArrayRef out_size) {
   auto t = self.view(size).transpose(dim0, dim1);
-  at::Tensor out = at::empty(t.sizes(), t.options());
+  at::Tensor out = memory::empty(t.sizes(), t.options());
   out.copy_(t);  // the one copy
   return out.view(out_size);
 }

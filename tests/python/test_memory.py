@@ -75,11 +75,14 @@ x = torch.randn(8, 48, 384)
 qw = torch.randint(-127, 128, (1536, 384), dtype=torch.int8)
 scales, bias = torch.rand(1536) * 0.01, torch.randn(1536)
 w, b = torch.ones(384), torch.zeros(384)
+scores = torch.randn(8, 12, 48, 48)
 
 def call():
     torch.ops.jitfuse.attention(q, k, v, mask, None, False, True)
     torch.ops.jitfuse.qlinear_dynamic_gelu(x, None, qw, scales, bias, "none")
     torch.ops.jitfuse.add_layernorm(x, x, 1, [384], w, b, 1e-12)
+    torch.ops.jitfuse.div_add_softmax(scores, 8.0, mask)
+    torch.ops.jitfuse.view_transpose_contiguous_view(q, [8, 12, 48, 32], 1, 2, [8, 48, 384])
 
 for _ in range(20):
     call()
