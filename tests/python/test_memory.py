@@ -1,6 +1,7 @@
 """Repeated calls leak nothing: RSS is flat after warm-up over 10k calls of fused fp32, encoder
 and int8 modules (caches of primitives and prepacked weights fill during warm-up and stay)."""
 import os
+import subprocess
 import sys
 
 import pytest
@@ -94,7 +95,6 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 50)
 
 
 def test_op_intermediates_do_not_page_fault_on_every_call():
-    import subprocess
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="2")
     out = subprocess.run([sys.executable, "-c", FAULTS_CHILD], env=env, capture_output=True, text=True,
                          timeout=300)
