@@ -7,7 +7,6 @@
 #include <torch/library.h>
 #include <c10/util/intrusive_ptr.h>
 
-#include <cmath>
 #include <cstring>
 #include <list>
 #include <mutex>
@@ -316,13 +315,7 @@ at::Tensor buffer(const dnnl::memory::desc& md) {
 Int8Output int8_output(std::optional<at::ScalarType> dtype, double scale, int64_t zero_point,
                        const char* op) {
   if (!dtype) return {};
-  TORCH_CHECK(quantize::is_int8_type(*dtype), "jitfuse ", op,
-              ": output dtype must be torch.uint8 or torch.int8, got ", *dtype);
-  TORCH_CHECK(std::isfinite(scale) && scale > 0, "jitfuse ", op,
-              ": output scale must be positive and finite, got ", scale);
-  const auto [lo, hi] = quantize::int8_range(*dtype);
-  TORCH_CHECK(zero_point >= lo && zero_point <= hi, "jitfuse ", op, ": output zero point ",
-              zero_point, " is out of range for ", *dtype);
+  quantize::check_parameters(op, "output ", scale, zero_point, *dtype);
   return {dtype, scale, zero_point};
 }
 
@@ -347,11 +340,7 @@ void check_int8_activation(const char* op, const at::Tensor& x, double scale, in
               ": expected a strided CPU tensor");
   TORCH_CHECK(quantize::is_int8_type(x.scalar_type()), "jitfuse ", op,
               ": expected a uint8 or int8 activation, got ", x.scalar_type());
-  TORCH_CHECK(std::isfinite(scale) && scale > 0, "jitfuse ", op,
-              ": activation scale must be positive and finite, got ", scale);
-  const auto [lo, hi] = quantize::int8_range(x.scalar_type());
-  TORCH_CHECK(zero_point >= lo && zero_point <= hi, "jitfuse ", op, ": activation zero point ",
-              zero_point, " is out of range for ", x.scalar_type());
+  quantize::check_parameters(op, "activation ", scale, zero_point, x.scalar_type());
 }
 
 void check_int8_weight(const char* op, const at::Tensor& w, const at::Tensor& scales) {

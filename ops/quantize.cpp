@@ -130,14 +130,6 @@ void quantize_rows(const vec::bf16* x, const float* inv_smooth, int64_t begin, i
     quantize_row(x + r * k, inv_smooth, k, scratch, q + r * k, scales + r, zero_points + r);
 }
 
-void check_parameters(const char* op, double scale, int64_t zero_point, at::ScalarType dtype) {
-  TORCH_CHECK(is_int8_type(dtype), "jitfuse ", op, ": dtype must be torch.uint8 or torch.int8, got ", dtype);
-  TORCH_CHECK(std::isfinite(scale) && scale > 0, "jitfuse ", op, ": scale must be positive and finite, got ", scale);
-  const auto [lo, hi] = int8_range(dtype);
-  TORCH_CHECK(zero_point >= lo && zero_point <= hi, "jitfuse ", op, ": zero point ", zero_point,
-              " is out of range for ", dtype);
-}
-
 }  // namespace
 
 bool is_int8_type(at::ScalarType t) { return t == at::kByte || t == at::kChar; }
@@ -146,8 +138,17 @@ std::pair<int64_t, int64_t> int8_range(at::ScalarType t) {
   return t == at::kByte ? std::pair<int64_t, int64_t>{0, 255} : std::pair<int64_t, int64_t>{-128, 127};
 }
 
+void check_parameters(const char* op, const char* what, double scale, int64_t zero_point, at::ScalarType dtype) {
+  TORCH_CHECK(is_int8_type(dtype), "jitfuse ", op, ": ", what, "dtype must be torch.uint8 or torch.int8, got ", dtype);
+  TORCH_CHECK(std::isfinite(scale) && scale > 0, "jitfuse ", op, ": ", what, "scale must be positive and finite, got ",
+              scale);
+  const auto [lo, hi] = int8_range(dtype);
+  TORCH_CHECK(zero_point >= lo && zero_point <= hi, "jitfuse ", op, ": ", what, "zero point ", zero_point,
+              " is out of range for ", dtype);
+}
+
 at::Tensor per_tensor(const at::Tensor& x_in, double scale, int64_t zero_point, at::ScalarType dtype) {
-  check_parameters("quantize_per_tensor", scale, zero_point, dtype);
+  check_parameters("quantize_per_tensor", "", scale, zero_point, dtype);
   TORCH_CHECK(x_in.device().is_cpu() && x_in.layout() == at::kStrided && x_in.is_floating_point(),
               "jitfuse quantize_per_tensor: expected a floating point CPU tensor, got ", x_in.scalar_type());
   const auto format = x_in.suggest_memory_format();
@@ -167,7 +168,7 @@ at::Tensor per_tensor(const at::Tensor& x_in, double scale, int64_t zero_point, 
 at::Tensor dequantize(const at::Tensor& q_in, double scale, int64_t zero_point) {
   TORCH_CHECK(q_in.device().is_cpu() && q_in.layout() == at::kStrided && is_int8_type(q_in.scalar_type()),
               "jitfuse dequantize: expected a uint8 or int8 CPU tensor, got ", q_in.scalar_type());
-  check_parameters("dequantize", scale, zero_point, q_in.scalar_type());
+  check_parameters("dequantize", "", scale, zero_point, q_in.scalar_type());
   const auto format = q_in.suggest_memory_format();
   const at::Tensor q = q_in.contiguous(format);
   at::Tensor x = memory::empty(q.sizes(), q.options().dtype(at::kFloat), format);

@@ -13,6 +13,10 @@ namespace jitfuse::quantize {
 bool is_int8_type(at::ScalarType t);
 // The representable range of `t` (uint8: [0, 255], int8: [-128, 127]).
 std::pair<int64_t, int64_t> int8_range(at::ScalarType t);
+// The checks of int8 quantization parameters: `dtype` uint8 or int8, `scale` positive and finite,
+// `zero_point` in dtype's range. `what` ("output ", "activation " or "") prefixes the parameter
+// names in the messages.
+void check_parameters(const char* op, const char* what, double scale, int64_t zero_point, at::ScalarType dtype);
 
 // q = clamp(round_half_even(x / scale) + zero_point) in `dtype` (uint8 or int8), one pass.
 at::Tensor per_tensor(const at::Tensor& x, double scale, int64_t zero_point, at::ScalarType dtype);
