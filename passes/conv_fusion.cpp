@@ -29,16 +29,8 @@ std::vector<Filter> conv_filters(int64_t rank) {
       {[rank](const Match& m, const ValueMap& v) { return frozen_weight(bound(m, v, "weight"), rank).has_value(); },
        "the weight is {weight:type}: jitfuse's convolutions take float32 or bfloat16 CPU weights of " + dims + " dims"},
       bias_is_constant_for("weight"),
-      {[](const Match& m, const ValueMap& v) {
-         for (const char* geometry : {"stride", "padding", "dilation"})
-           if (!is_constant_int_list(bound(m, v, geometry))) return false;
-         return is_constant_int(bound(m, v, "groups"));
-       },
-       "stride, padding, dilation or groups is not a constant"},
-      {[](const Match& m, const ValueMap& v) {
-         return !v.count("transposed") || is_constant_bool(bound(m, v, "transposed"), false);
-       },
-       "a transposed convolution: jitfuse fuses forward convolutions only"},
+      kConvGeometryConstant,
+      kConvNotTransposed,
       {[rank](const Match& m, const ValueMap& v) {
          auto type = bound(m, v, "input")->type()->cast<c10::TensorType>();
          if (!type) return false;

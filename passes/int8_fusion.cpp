@@ -65,18 +65,6 @@ const Filter kInt8Inputs{
     },
     "an operand that is dequantized is not a uint8 or int8 CPU tensor"};
 
-const Filter kConv2dGeometryConstant{
-    [](const Match& m, const ValueMap& v) {
-      for (const char* name : {"stride", "padding", "dilation"})
-        if (!is_constant_int_list(bound(m, v, name))) return false;
-      return is_constant_int(bound(m, v, "groups"));
-    },
-    "stride, padding, dilation or groups is not a constant"};
-const Filter kConv2dNotTransposed{
-    [](const Match& m, const ValueMap& v) {
-      return !v.count("transposed") || is_constant_bool(bound(m, v, "transposed"), false);
-    },
-    "a transposed convolution: jitfuse fuses forward convolutions only"};
 const Filter kConv2dInput4d{
     [](const Match& m, const ValueMap& v) {
       auto type = bound(m, v, "qx")->type()->cast<c10::TensorType>();
@@ -148,7 +136,7 @@ const std::vector<Core>& cores() {
          kDequantX + kDequantW +
              "%core = aten::conv2d(%x, %weight, %bias, %stride, %padding, %dilation, %groups)"}},
        "%qx, %x_scale, %x_zero_point, %qweight, %weight_scales, %bias, %stride, %padding, %dilation, %groups",
-       concat(int8_weight(4), {kFloatBias, kInt8Inputs, kConv2dGeometryConstant, kConv2dNotTransposed, kConv2dInput4d})},
+       concat(int8_weight(4), {kFloatBias, kInt8Inputs, kConvGeometryConstant, kConvNotTransposed, kConv2dInput4d})},
       {"linear", "qlinear",
        {{kQuantX + ", " + kQuantW + ", %bias", kDequantX + kDequantW + "%core = aten::linear(%x, %weight, %bias)"}},
        "%qx, %x_scale, %x_zero_point, %qweight, %weight_scales, %bias",

@@ -117,6 +117,20 @@ const Filter kGeluApproximationKnown{
     },
     "gelu's approximate is {approximate:value}, not the constant 'none' or 'tanh'"};
 
+const Filter kConvGeometryConstant{
+    [](const Match& m, const ValueMap& v) {
+      for (const char* name : {"stride", "padding", "dilation"})
+        if (!is_constant_int_list(bound(m, v, name))) return false;
+      return is_constant_int(bound(m, v, "groups"));
+    },
+    "stride, padding, dilation or groups is not a constant"};
+
+const Filter kConvNotTransposed{
+    [](const Match& m, const ValueMap& v) {
+      return !v.count("transposed") || is_constant_bool(bound(m, v, "transposed"), false);
+    },
+    "a transposed convolution: jitfuse fuses forward convolutions only"};
+
 const Filter kPoolGeometryConstant{
     [](const Match& m, const ValueMap& v) {
       for (const char* name : {"kernel_size", "stride", "padding", "dilation"})

@@ -84,6 +84,8 @@ bool is_constant_scalar(Value* v);                   // an int or float constant
 // Filters shared by several tables.
 extern const Filter kAlphaIsOne;              // the bound %alpha is the constant 1
 extern const Filter kGeluApproximationKnown;  // %approximate is the constant "none" or "tanh"
+extern const Filter kConvGeometryConstant;    // stride, padding, dilation, groups
+extern const Filter kConvNotTransposed;       // %transposed, where the spelling has it, is false
 extern const Filter kPoolGeometryConstant;    // max_pool2d's kernel_size ... ceil_mode
 // The bound %<name> is a constant (a frozen module's weights are): the reason says to freeze.
 Filter weight_is_constant(const std::string& name);
