@@ -15,11 +15,13 @@ namespace {
 
 using torch::jit::Node;
 
-// A linear jitfuse computes: a frozen 2-D float32/bfloat16 CPU weight, a constant bias or none,
-// an input of the weight's dtype where its type is known.
-const Filter kWeightIs2dFloat{
-    [](const Match& m, const ValueMap& v) { return frozen_weight(bound(m, v, "weight"), 2).has_value(); },
-    "the weight is {weight:type}: jitfuse's linears take 2-D float32 or bfloat16 CPU weights"};
+// A linear jitfuse computes: a frozen 2-D float32/bfloat16 CPU weight (%<name>: %weight, or
+// %weight_t in the transposed spellings), a constant bias or none, an input of the weight's dtype
+// where its type is known.
+Filter weight_is_2d_float(const std::string& name) {
+  return {[name](const Match& m, const ValueMap& v) { return frozen_weight(bound(m, v, name), 2).has_value(); },
+          "the weight is {" + name + ":type}: jitfuse's linears take 2-D float32 or bfloat16 CPU weights"};
+}
 
 // The input agrees with the (constant) weight %<weight> where its type is known.
 Filter input_matches(const std::string& weight) {
@@ -34,10 +36,6 @@ Filter input_matches(const std::string& weight) {
 }
 
 // x @ W^T + b, spelled with matmul/add or addmm: W^T is a constant after freezing.
-const Filter kTransposedWeightIs2dFloat{
-    [](const Match& m, const ValueMap& v) { return frozen_weight(bound(m, v, "weight_t"), 2).has_value(); },
-    "the weight is {weight_t:type}: jitfuse's linears take 2-D float32 or bfloat16 CPU weights"};
-
 // The added bias is a vector of out_features, nothing that broadcasts more.
 const Filter kBiasIsOutFeaturesVector{
     [](const Match& m, const ValueMap& v) {
@@ -85,12 +83,12 @@ struct LinearSpelling {
 };
 
 const std::vector<LinearSpelling>& linear_spellings() {
-  static const std::vector<Filter> transposed = {weight_is_constant("weight_t"), kTransposedWeightIs2dFloat,
+  static const std::vector<Filter> transposed = {weight_is_constant("weight_t"), weight_is_2d_float("weight_t"),
                                                  kBiasIsOutFeaturesVector, kAddmmScalesAreOne,
                                                  input_matches("weight_t")};
   static const std::vector<LinearSpelling> spellings = {
       {"%input, %weight, %bias", "%linear = aten::linear(%input, %weight, %bias)", "", "linear",
-       {weight_is_constant("weight"), kWeightIs2dFloat, bias_is_constant_for("weight"), input_matches("weight")}},
+       {weight_is_constant("weight"), weight_is_2d_float("weight"), bias_is_constant_for("weight"), input_matches("weight")}},
       // aten::t of the constant folds into a constant weight (fuse_linear propagates constants).
       {"%input, %weight_t, %bias, %alpha",
        "%mm = aten::matmul(%input, %weight_t)\n%linear = aten::add(%mm, %bias, %alpha)",
