@@ -219,10 +219,11 @@ std::vector<ShapeMatch> shape_matches(torch::jit::Graph& graph, const Rewrite& r
       Value* v = m.values_map.at(p);
       for (const auto& use : v->uses()) {
         if (in_match.count(use.user)) continue;
+        const std::string where = location(use.user);
         const std::string reader = use.user->kind() == torch::jit::prim::Return
                                        ? "the graph's output"
                                        : std::string(use.user->kind().toQualString()) +
-                                             (location(use.user).empty() ? "" : " at " + location(use.user));
+                                             (where.empty() ? "" : " at " + where);
         shape.refusal = std::string("the result of ") + v->node()->kind().toQualString() + " (%" +
                         v->debugName() + ") is also read by " + reader + ": the fused op would not keep it";
         break;
@@ -293,9 +294,11 @@ void Recorder::fused(const std::string& pattern, const std::string& op, Node* le
 }
 
 void Recorder::refused(const std::string& pattern, const ShapeMatch& match, const std::string& reason) {
-  if (verbose_level() >= 2)
+  if (verbose_level() >= 2) {
+    const std::string where = location(match.lead);
     std::cerr << "jitfuse: " << pattern << " refused " << describe_node(match.lead)
-              << (location(match.lead).empty() ? "" : " at " + location(match.lead)) << ": " << reason << "\n";
+              << (where.empty() ? "" : " at " + where) << ": " << reason << "\n";
+  }
   if (!keep_) return;
   Candidate& c = candidate(match.lead);
   const Candidate::Refusal refusal{pattern, reason, match.nodes.size()};
