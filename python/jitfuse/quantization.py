@@ -640,9 +640,10 @@ def autotune(model, conf, calib_inputs, evaluate, tolerance, sample_input=None):
                     prepared(*x)
     with torch.no_grad():
         target = float(evaluate(model)) - tolerance
-        score = float(evaluate(convert(model, conf, sample)))
+        qmodel = convert(model, conf, sample)
+        score = float(evaluate(qmodel))
     if score >= target:
-        return convert(model, conf, sample), conf
+        return qmodel, conf
     candidates = [name for name, e in conf.ops.items() if e["recipe"] == "int8"]
     gains = {}
     for name in candidates:
