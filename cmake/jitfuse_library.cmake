@@ -10,7 +10,7 @@ target_include_directories(jitfuse PUBLIC
 # torch's include tree carries newer oneDNN headers: ours must be searched first.
 get_target_property(_dnnl_includes DNNL::dnnl INTERFACE_INCLUDE_DIRECTORIES)
 target_include_directories(jitfuse BEFORE PRIVATE ${_dnnl_includes})
-target_link_libraries(jitfuse PUBLIC ${TORCH_LIBRARIES} PRIVATE DNNL::dnnl)
+target_link_libraries(jitfuse PUBLIC ${TORCH_LIBRARIES} PRIVATE DNNL::dnnl OpenMP::OpenMP_CXX)
 # Registrations run from static initialisers: an app that calls no jitfuse symbol must still load us.
 target_link_options(jitfuse INTERFACE "LINKER:--no-as-needed")
 
