@@ -90,3 +90,16 @@ def test_four_threads_a_thousand_calls_each_fp32_and_int8():
     run_in_threads(worker, 4)
     assert not errors, errors[:5]
     assert calls[0] == 4000
+
+
+def test_own_kernels_use_every_thread():
+    """at::parallel_for only spreads work under -fopenmp: a build without it runs jitfuse's own
+    kernels (row quantization, add+LayerNorm, Winograd transforms) on one thread."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert torch.ops.jitfuse._parallel_for_threads(64) == 2
+        torch.set_num_threads(1)
+        assert torch.ops.jitfuse._parallel_for_threads(64) == 1
+    finally:
+        torch.set_num_threads(before)
