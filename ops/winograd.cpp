@@ -250,18 +250,19 @@ bool serves(at::ScalarType compute_type, const at::Tensor& weight, at::IntArrayR
   for (int64_t d : dilation) if (d != 1) return false;
   const int64_t C = weight.size(1), K = weight.size(0);
   if (everywhere()) return C % kLanes == 0 && K % kLanes == 0;
-  // Narrower layers gain nothing: their GEMMs are too thin to run at the cores' peak (measured on
-  // AVX-512: float32 gains from 64 channels, bfloat16, whose GEMMs are twice as fast while the
-  // transforms are not, from 128). With AMX, oneDNN's direct bfloat16 kernels are faster still.
-  const int64_t narrowest = compute_type == at::kFloat ? 64 : 128;
+  // Narrower layers gain nothing: their GEMMs are too thin to run at the cores' peak. Measured on
+  // AVX-512 (Zen 5, 2 threads, transforms on both threads), ResNet-50's 3x3 layers, direct time /
+  // Winograd time: float32 1.09-1.85x, bfloat16 1.01-1.67x, from 64 channels and 7x7 outputs at
+  // batch 1 up. With AMX, oneDNN's direct bfloat16 kernels are faster still.
   if (compute_type == at::kBFloat16 && onednn::has_amx()) return false;
-  // The transformed weights are 16/9 the size of the filter: a call with few output pixels (a
-  // 7x7 layer at batch 1) spends more time reading them than it saves in multiplications.
+  // The transformed weights are 16/9 the size of the filter: a call with few output pixels (5x5
+  // and smaller at batch 1: 0.74-1.12x) spends as much time reading them as it saves.
   const int64_t pixels = out_sizes[0] * out_sizes[2] * out_sizes[3];
   // The transforms are memory-bound and the chunk GEMMs small: on 16 threads of an AMX Xeon the
-  // direct kernels scale 5x past 2 threads, Winograd 1.7x (0.3-0.6x direct's speed there).
+  // direct kernels scaled 5x past 2 threads, Winograd 1.7x (0.3-0.6x direct's speed there;
+  // measured before the build had OpenMP, when the transforms ran on one thread).
   const bool few_threads = at::get_num_threads() <= 4;
-  return C % kLanes == 0 && K % kLanes == 0 && C >= narrowest && K >= narrowest && pixels >= 128 &&
+  return C % kLanes == 0 && K % kLanes == 0 && C >= 64 && K >= 64 && pixels >= 49 &&
          few_threads;
 }
 
