@@ -255,15 +255,15 @@ bool serves(at::ScalarType compute_type, const at::Tensor& weight, at::IntArrayR
   // Winograd time: float32 1.09-1.85x, bfloat16 1.01-1.67x, from 64 channels and 7x7 outputs at
   // batch 1 up. With AMX, oneDNN's direct bfloat16 kernels are faster still.
   if (compute_type == at::kBFloat16 && onednn::has_amx()) return false;
+  const bool wide = C >= 64 && K >= 64;
   // The transformed weights are 16/9 the size of the filter: a call with few output pixels (5x5
   // and smaller at batch 1: 0.74-1.12x) spends as much time reading them as it saves.
-  const int64_t pixels = out_sizes[0] * out_sizes[2] * out_sizes[3];
+  const bool enough_pixels = out_sizes[0] * out_sizes[2] * out_sizes[3] >= 49;
   // The transforms are memory-bound and the chunk GEMMs small: on 16 threads of an AMX Xeon the
   // direct kernels scaled 5x past 2 threads, Winograd 1.7x (0.3-0.6x direct's speed there;
   // measured before the build had OpenMP, when the transforms ran on one thread).
   const bool few_threads = at::get_num_threads() <= 4;
-  return C % kLanes == 0 && K % kLanes == 0 && C >= 64 && K >= 64 && pixels >= 49 &&
-         few_threads;
+  return C % kLanes == 0 && K % kLanes == 0 && wide && enough_pixels && few_threads;
 }
 
 void conv2d_3x3(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,

@@ -74,7 +74,7 @@ def test_bad_input_raises_a_clear_error(case, call, message):
         call()
 
 
-# ---- Winograd F(2x2, 3x3): float32 3x3 stride-1 convolutions with 64+ channels -----------------
+# ---- Winograd F(2x2, 3x3): 3x3 stride-1 convolutions with 64+ channels (bf16 too, without AMX) --
 
 WINOGRAD_CASES = [  # batch, channels in, out, height, width, padding (49+ output pixels)
     (1, 64, 64, 14, 14, 1),
@@ -124,8 +124,8 @@ def test_winograd_matches_direct_convolution(n, c, k, h, w, pad, tail, winograd_
 
 
 def test_winograd_leaves_other_convolutions_to_onednn(winograd_toggle):
-    """Strided, dilated, grouped, narrow and bf16 convolutions run the direct kernel: same bits
-    whether Winograd is on or off."""
+    """Small (25 pixels), strided, dilated, grouped and narrow (fp32 and bf16) convolutions run the
+    direct kernel: same bits whether Winograd is on or off."""
     torch.manual_seed(0)
     x = torch.randn(2, 64, 10, 10)
     w = torch.randn(64, 64, 3, 3)
