@@ -14,6 +14,8 @@
 
 #include <torch/library.h>
 
+#include <cstring>
+
 namespace jitfuse {
 namespace {
 
@@ -118,39 +120,55 @@ at::Tensor qlinear_forward(const at::Tensor& qx, double x_scale, int64_t x_zero_
 
 // ---- dynamic: float in, rows quantized at run time, float out ------------------------------
 
-// y[m, n] = row_scale[m] * (d[m, n] - row_zero_point[m] * column[n]) + bias[n], then relu: the
-// rows' own scales and zero points applied to oneDNN's d = (integer product) * weight scale, with
-// column[n] = (sum over k of the int8 weight) * weight scale. (oneDNN 3.2's brgemm matmul takes
-// neither per-row scales nor per-row zero points, not even as a binary post-op.)
-template <bool Relu>
+// y[m, n] = act(row_scale[m] * (d[m, n] - row_zero_point[m] * column[n]) + bias[n]): the rows'
+// own scales and zero points applied to oneDNN's d = (integer product) * weight scale, with
+// column[n] = (sum over k of the int8 weight) * weight scale, and the activation (relu, erf GELU)
+// while the values are in registers. (oneDNN 3.2's brgemm matmul takes neither per-row scales
+// nor per-row zero points, not even as a binary post-op.)
+enum class RowActivation { none, relu, gelu_erf };
+
+template <RowActivation Act>
+[[gnu::always_inline]] inline vec::Vec activate(vec::Vec v) {
+  if (Act == RowActivation::relu) return v < 0.f ? vec::Vec{} : v;  // NaN stays NaN, as aten::relu
+  if (Act == RowActivation::gelu_erf) return vec::gelu_erf(v);
+  return v;
+}
+
+template <RowActivation Act>
 [[gnu::always_inline]] inline void finish_rows_body(float* y, int64_t begin, int64_t end, int64_t n,
                                                     const float* scales, const float* zero_points,
                                                     const float* column, const float* bias) {
   using namespace vec;
+  const int64_t body = n - n % kLanes;
   for (int64_t m = begin; m < end; ++m) {
     float* row = y + m * n;
     const float s = scales[m], z = zero_points[m];
-    int64_t j = 0;
-    for (; j + kLanes <= n; j += kLanes) {
+    for (int64_t j = 0; j < body; j += kLanes) {
       Vec v = s * (load(row + j) - z * load(column + j));
       if (bias) v += load(bias + j);
-      if (Relu) v = v > 0.f ? v : Vec{};
-      store(row + j, v);
+      store(row + j, activate<Act>(v));
     }
-    for (; j < n; ++j) {
-      const float v = s * (row[j] - z * column[j]) + (bias ? bias[j] : 0.f);
-      row[j] = Relu && v < 0.f ? 0.f : v;
+    if (body < n) {  // the last n % 16 columns, through zero-padded copies: one formula for all
+      float tail[kLanes] = {}, col[kLanes] = {}, add[kLanes] = {};
+      const size_t bytes = (n - body) * sizeof(float);
+      std::memcpy(tail, row + body, bytes);
+      std::memcpy(col, column + body, bytes);
+      if (bias) std::memcpy(add, bias + body, bytes);
+      store(tail, activate<Act>(s * (load(tail) - z * load(col)) + load(add)));
+      std::memcpy(row + body, tail, bytes);
     }
   }
 }
-JITFUSE_CLONES
-void finish_rows(float* y, int64_t begin, int64_t end, int64_t n, const float* scales,
-                 const float* zero_points, const float* column, const float* bias, bool relu) {
-  if (relu)
-    finish_rows_body<true>(y, begin, end, n, scales, zero_points, column, bias);
-  else
-    finish_rows_body<false>(y, begin, end, n, scales, zero_points, column, bias);
-}
+// One clone set per activation, chosen once per call.
+#define FINISH_ROWS(name, act)                                                                      \
+  JITFUSE_CLONES void name(float* y, int64_t begin, int64_t end, int64_t n, const float* scales,     \
+                           const float* zero_points, const float* column, const float* bias) {      \
+    finish_rows_body<act>(y, begin, end, n, scales, zero_points, column, bias);                     \
+  }
+FINISH_ROWS(finish_rows_none, RowActivation::none)
+FINISH_ROWS(finish_rows_relu, RowActivation::relu)
+FINISH_ROWS(finish_rows_gelu, RowActivation::gelu_erf)
+#undef FINISH_ROWS
 
 // y = act(dequant(quant_rows(x / smooth)) @ (qw * scales)^T + bias): each row of x quantized to
 // uint8 with its own scale and zero point, the SmoothQuant factors (already multiplied into the
@@ -202,13 +220,14 @@ at::Tensor qlinear_dynamic_forward(const at::Tensor& x, const std::optional<at::
                    {DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
                     dnnl::memory({{n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a},
                                  onednn::engine(), scales.data_ptr())}});
-  const bool relu = eltwise == algorithm::eltwise_relu;
+  auto* finish = eltwise == algorithm::eltwise_relu       ? finish_rows_relu
+                 : eltwise == algorithm::eltwise_gelu_erf ? finish_rows_gelu
+                                                          : finish_rows_none;
   at::parallel_for(0, m, std::max<int64_t>(1, 16384 / n), [&](int64_t begin, int64_t end) {
-    finish_rows(dst.data_ptr<float>(), begin, end, n, rows.scales.data_ptr<float>(),
-                rows.zero_points.data_ptr<float>(), column.data_ptr<float>(),
-                bias.defined() ? bias.data_ptr<float>() : nullptr, relu);
+    finish(dst.data_ptr<float>(), begin, end, n, rows.scales.data_ptr<float>(), rows.zero_points.data_ptr<float>(),
+           column.data_ptr<float>(), bias.defined() ? bias.data_ptr<float>() : nullptr);
   });
-  if (!relu) apply(eltwise, dst);  // gelu: ATen's vectorized erf, in place
+  if (eltwise == algorithm::eltwise_gelu_tanh) at::gelu_(dst, "tanh");  // ATen's, in place
   return dst.to(x.scalar_type()).view(out_sizes);
 }
 

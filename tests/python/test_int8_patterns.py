@@ -243,6 +243,31 @@ def test_dynamic_linear_fuses_its_activation_and_matches(name, tail, op, smooth)
     assert max_rel_err(got, exact) <= 1e-5
 
 
+@pytest.mark.parametrize("n", [48, 37], ids=["whole vectors", "partial vector"])
+def test_dynamic_linear_activations_match_aten_over_the_whole_range(n):
+    """The finish computes relu and erf GELU itself (GELU by a fitted rational function): across
+    -12..12, at NaN and at +-inf, each output is the activation of the plain dynamic linear's in
+    float64, within 1e-6 absolute plus 2e-7 relative (ATen's float32 GELU: 1.5e-7 absolute in
+    erf). GELU(inf) is inf, as ATen's scalar and float64 GELU give (its float32 vector path: NaN)."""
+    torch.manual_seed(0)
+    values, scales = qweight(n, 16, bits=8)
+    scales = scales.flatten()
+    x = torch.randn(64, 16)
+    # The bias spreads the outputs over the range and plants the special values.
+    bias = torch.linspace(-12, 12, n)
+    bias[:3] = torch.tensor([float("nan"), float("inf"), float("-inf")])
+    plain = jq.qlinear_dynamic(x, None, values, scales, bias)
+    for op, aten in ((jq.qlinear_dynamic_gelu, F.gelu), (jq.qlinear_dynamic_relu, F.relu)):
+        got = op(x, None, values, scales, bias)
+        want = aten(plain.double())
+        assert torch.equal(got.isnan(), want.isnan()), op
+        finite = want.isfinite()
+        assert torch.equal(got[~finite & ~want.isnan()].double(), want[~finite & ~want.isnan()]), op
+        err = (got[finite].double() - want[finite]).abs()
+        assert (err <= 1e-6 + 2e-7 * want[finite].abs()).all(), (op, err.max().item())
+    assert plain[:, 3:].abs().max() > 10  # the range was covered
+
+
 def test_three_dynamic_linears_on_one_input_merge():
     class QKV(nn.Module):
         def __init__(self):
