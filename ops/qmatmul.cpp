@@ -187,7 +187,11 @@ at::Tensor qlinear_dynamic_forward(const at::Tensor& x, const std::optional<at::
   const int64_t k = qw.size(1), n = qw.size(0);
   auto out_sizes = x.sizes().vec();
   out_sizes.back() = n;
-  const auto rows = quantize::per_row(x, smooth);
+  // The smoothing factors' reciprocals, once per constant factor tensor: one product per element.
+  const at::Tensor inv_smooth = smooth && smooth->defined() ? onednn::derived_weight(*smooth, "reciprocal", [&] {
+    return smooth->to(at::kFloat).reciprocal().contiguous();
+  }) : at::Tensor();
+  const auto rows = quantize::per_row(x, inv_smooth);
   const at::Tensor src = rows.values.view({-1, k});
   const int64_t m = src.size(0);
   const at::Tensor scales = weight_scales.reshape({-1}).to(at::kFloat).expand({n}).contiguous();

@@ -183,16 +183,14 @@ at::Tensor dequantize(const at::Tensor& q_in, double scale, int64_t zero_point) 
   return x;
 }
 
-Rows per_row(const at::Tensor& x_in, const std::optional<at::Tensor>& smooth_in) {
+Rows per_row(const at::Tensor& x_in, const at::Tensor& inv_smooth) {
   TORCH_CHECK(x_in.scalar_type() == at::kFloat || x_in.scalar_type() == at::kBFloat16,
               "jitfuse: expected a float32 or bfloat16 activation, got ", x_in.scalar_type());
   const int64_t k = x_in.size(-1);
   const at::Tensor x = x_in.contiguous();
-  at::Tensor smooth;
-  if (smooth_in && smooth_in->defined()) {
-    TORCH_CHECK(smooth_in->numel() == k, "jitfuse: expected ", k, " smoothing factors, got ", smooth_in->numel());
-    smooth = smooth_in->to(at::kFloat).reciprocal();  // one division per channel, not per element
-  }
+  const at::Tensor smooth = inv_smooth.defined() ? inv_smooth.to(at::kFloat).contiguous() : at::Tensor();
+  TORCH_CHECK(!smooth.defined() || smooth.numel() == k, "jitfuse: expected ", k, " smoothing factors, got ",
+              smooth.numel());
   const int64_t rows = k ? x.numel() / k : 0;
   const auto f32 = x.options().dtype(at::kFloat);
   Rows out{memory::empty(x.sizes(), x.options().dtype(at::kByte)), memory::empty({rows}, f32),

@@ -5,7 +5,6 @@
 
 #include <ATen/ATen.h>
 
-#include <optional>
 
 namespace jitfuse::quantize {
 
@@ -23,14 +22,14 @@ at::Tensor per_tensor(const at::Tensor& x, double scale, int64_t zero_point, at:
 // (q - zero_point) * scale as float32, one pass.
 at::Tensor dequantize(const at::Tensor& q, double scale, int64_t zero_point);
 
-// Rows of a float32/bfloat16 `x` (..., K), each divided by `smooth` (K factors, optional) and
-// quantized to uint8 with its own scale and zero point (asymmetric: the row's minimum and maximum,
-// zero included, over 255 steps).
+// Rows of a float32/bfloat16 `x` (..., K), each multiplied by `inv_smooth` (the reciprocals of K
+// smoothing factors, float32, optional) and quantized to uint8 with its own scale and zero point
+// (asymmetric: the row's minimum and maximum, zero included, over 255 steps).
 struct Rows {
   at::Tensor values;       // uint8 (..., K) contiguous
   at::Tensor scales;       // float32 (rows)
   at::Tensor zero_points;  // float32 (rows), integral values in [0, 255]
 };
-Rows per_row(const at::Tensor& x, const std::optional<at::Tensor>& smooth);
+Rows per_row(const at::Tensor& x, const at::Tensor& inv_smooth);
 
 }  // namespace jitfuse::quantize

@@ -268,6 +268,19 @@ def test_dynamic_linear_activations_match_aten_over_the_whole_range(n):
     assert plain[:, 3:].abs().max() > 10  # the range was covered
 
 
+def test_dynamic_linear_sees_smoothing_factors_changed_in_place():
+    """The factors' reciprocals are cached per tensor, like prepacked weights: an in-place change
+    (a new version) is seen on the next call."""
+    torch.manual_seed(0)
+    (values, scales), x, smooth = qweight(8, 16, bits=8), torch.randn(3, 16), torch.rand(16) + 0.5
+    scales = scales.flatten()
+    before = jq.qlinear_dynamic(x, smooth, values, scales, None)
+    smooth.mul_(torch.linspace(0.5, 2.0, 16))
+    after = jq.qlinear_dynamic(x, smooth, values, scales, None)
+    assert torch.equal(after, jq.qlinear_dynamic(x, smooth.clone(), values, scales, None))
+    assert not torch.equal(after, before)
+
+
 def test_three_dynamic_linears_on_one_input_merge():
     class QKV(nn.Module):
         def __init__(self):
