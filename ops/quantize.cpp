@@ -188,14 +188,13 @@ Rows per_row(const at::Tensor& x_in, const at::Tensor& inv_smooth) {
               "jitfuse: expected a float32 or bfloat16 activation, got ", x_in.scalar_type());
   const int64_t k = x_in.size(-1);
   const at::Tensor x = x_in.contiguous();
-  const at::Tensor smooth = inv_smooth.defined() ? inv_smooth.to(at::kFloat).contiguous() : at::Tensor();
-  TORCH_CHECK(!smooth.defined() || smooth.numel() == k, "jitfuse: expected ", k, " smoothing factors, got ",
-              smooth.numel());
+  const at::Tensor inv = inv_smooth.defined() ? inv_smooth.to(at::kFloat).contiguous() : at::Tensor();
+  TORCH_CHECK(!inv.defined() || inv.numel() == k, "jitfuse: expected ", k, " smoothing factors, got ", inv.numel());
   const int64_t rows = k ? x.numel() / k : 0;
   const auto f32 = x.options().dtype(at::kFloat);
   Rows out{memory::empty(x.sizes(), x.options().dtype(at::kByte)), memory::empty({rows}, f32),
            memory::empty({rows}, f32)};
-  const float* s = smooth.defined() ? smooth.data_ptr<float>() : nullptr;
+  const float* s = inv.defined() ? inv.data_ptr<float>() : nullptr;
   at::parallel_for(0, rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(k, 1)), [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(k);
     auto* q = out.values.data_ptr<uint8_t>();

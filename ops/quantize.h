@@ -5,7 +5,6 @@
 
 #include <ATen/ATen.h>
 
-
 namespace jitfuse::quantize {
 
 // How an int8 activation is stored: uint8 (asymmetric) or int8.

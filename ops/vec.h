@@ -1,4 +1,5 @@
-// 16-float vectors for the few kernels jitfuse writes itself (Winograd transforms, add+LayerNorm).
+// 16-float vectors for the few kernels jitfuse writes itself (Winograd transforms, add+LayerNorm,
+// the dynamic int8 linears' row passes).
 // GCC compiles their arithmetic to one AVX-512, two AVX2 or four SSE instructions per operation in
 // the clone of each function marked JITFUSE_CLONES, picked at load time for the CPU at hand.
 // bfloat16 data is widened on load and rounded to nearest even on store; arithmetic is float32.
@@ -54,10 +55,10 @@ using bf16 = uint16_t;  // bfloat16 storage
   *p = static_cast<bf16>(b >> 16);
 }
 // GELU, erf form: x Phi(x) = 0.5 x + 0.5 |x| erf(|x| / sqrt 2), the erf by a rational function
-// fitted for it (a P(a^2) / Q(a^2), a = |x|, weighted least squares toward minimax on [0, 5.2];
-// beyond, erf is 1 within 2e-7). Error against float64: below 8.5e-7 absolute, 2e-7 relative
-// for x > 0 (with FMA; 1.1e-6 and 2.4e-7 without), against ATen's float32 erf GELU's 1.5e-7
-// absolute in erf. It costs about 2/3 of ATen's on AVX-512: no exp, no table, one division.
+// fitted for it by scripts/fit_gelu_erf.py (a P(a^2) / Q(a^2), a = |x|, weighted least squares
+// toward minimax on [0, 5.2]; beyond, erf is 1 within 2e-7). Error against float64: below 8.5e-7
+// absolute, 2e-7 relative for x > 0 (with FMA; 1.2e-6 and 2.8e-7 without), against ATen's float32
+// erf GELU's 1.5e-7 absolute in erf. It costs about 2/3 of ATen's on AVX-512: no exp, no table, one division.
 // No comparisons: GCC splits those of 16-lane vectors into scalars on AVX2. NaN stays NaN,
 // -inf gives NaN (as ATen).
 [[gnu::always_inline]] inline Vec gelu_erf(Vec x) {
