@@ -244,7 +244,7 @@ def test_dynamic_linear_fuses_its_activation_and_matches(name, tail, op, smooth)
 
 
 @pytest.mark.parametrize("n", [48, 37], ids=["whole vectors", "partial vector"])
-def test_dynamic_linear_activations_match_aten_over_the_whole_range(n):
+def test_dynamic_linear_activations_match_float64_over_the_whole_range(n):
     """The finish computes relu and erf GELU itself (GELU by a fitted rational function): across
     -12..12, at NaN and at +-inf, each output is the activation of the plain dynamic linear's in
     float64, within 1e-6 absolute plus 2e-7 relative (ATen's float32 GELU: 1.5e-7 absolute in
