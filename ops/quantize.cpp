@@ -11,6 +11,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -130,6 +132,76 @@ void quantize_rows(const vec::bf16* x, const float* inv_smooth, int64_t begin, i
     quantize_row(x + r * k, inv_smooth, k, scratch, q + r * k, scales + r, zero_points + r);
 }
 
+// The AVX2 build of quantize_row, in 8-lane intrinsics: GCC 12 compiles the 16-lane comparisons
+// above (the row's minimum and maximum, the clamp) to 16 scalar steps each on AVX2, 21x slower
+// than on AVX-512. Same values as the AVX-512 build bit for bit (FMA where it contracts).
+[[gnu::target("avx2,fma")]] inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+[[gnu::target("avx2,fma")]] inline __m256 load8(const vec::bf16* p) {
+  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+
+template <class T>
+[[gnu::target("avx2,fma")]] void quantize_rows_avx2(const T* x, const float* inv_smooth, int64_t begin, int64_t end,
+                                                    int64_t k, float* scratch, uint8_t* q, float* scales,
+                                                    float* zero_points) {
+  const int64_t body = k - k % 8;
+  for (int64_t r = begin; r < end; ++r) {
+    const T* row = x + r * k;
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    for (int64_t j = 0; j < body; j += 8) {
+      __m256 v = load8(row + j);
+      if (inv_smooth) v = _mm256_mul_ps(v, _mm256_loadu_ps(inv_smooth + j));
+      _mm256_storeu_ps(scratch + j, v);
+      lo = _mm256_min_ps(v, lo);  // v < lo ? v : lo, as the generic code: NaN leaves lo
+      hi = _mm256_max_ps(v, hi);
+    }
+    float row_lo = 0.f, row_hi = 0.f;
+    for (int64_t j = body; j < k; ++j) {
+      scratch[j] = vec::widen(row[j]) * (inv_smooth ? inv_smooth[j] : 1.f);
+      row_lo = std::min(row_lo, scratch[j]);
+      row_hi = std::max(row_hi, scratch[j]);
+    }
+    alignas(32) float lanes_lo[8], lanes_hi[8];
+    _mm256_store_ps(lanes_lo, lo);
+    _mm256_store_ps(lanes_hi, hi);
+    for (int l = 0; l < 8; ++l) {
+      row_lo = std::min(row_lo, lanes_lo[l]);
+      row_hi = std::max(row_hi, lanes_hi[l]);
+    }
+    const float scale = row_hi > row_lo ? (row_hi - row_lo) / 255.f : 1.f;
+    const float inv = 1.f / scale;
+    const float zero_point = std::clamp(std::nearbyint(-row_lo * inv), 0.f, 255.f);
+    const __m256 inv8 = _mm256_set1_ps(inv), zp8 = _mm256_set1_ps(zero_point), magic = _mm256_set1_ps(12582912.f);
+    const __m256 top = _mm256_set1_ps(255.f);
+    uint8_t* out = q + r * k;
+    for (int64_t j = 0; j < body; j += 8) {
+      __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(scratch + j), inv8, zp8);
+      v = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);  // round half to even
+      v = _mm256_min_ps(top, _mm256_max_ps(_mm256_setzero_ps(), v));  // NaN stays NaN (then 0), as above
+      const __m256i ints = _mm256_cvttps_epi32(v);
+      const __m128i halves = _mm_packus_epi32(_mm256_castsi256_si128(ints), _mm256_extracti128_si256(ints, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(out + j), _mm_packus_epi16(halves, halves));
+    }
+    for (int64_t j = body; j < k; ++j)
+      out[j] = static_cast<uint8_t>(std::clamp(std::nearbyint(scratch[j] * inv + zero_point), 0.f, 255.f));
+    scales[r] = scale;
+    zero_points[r] = zero_point;
+  }
+}
+
+// Which build of the row quantizer runs: the AVX2 one where the CPU has AVX2 and FMA but not
+// AVX-512 (or where a test asks for it), else the cloned generic one.
+enum class RowKernel { native, avx2, generic };
+bool avx2_rows_available() {
+  static const bool available = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return available;
+}
+bool use_avx2_rows(RowKernel kernel) {
+  static const bool preferred = avx2_rows_available() && !__builtin_cpu_supports("avx512f");
+  return kernel == RowKernel::avx2 || (kernel == RowKernel::native && preferred);
+}
+
 }  // namespace
 
 bool is_int8_type(at::ScalarType t) { return t == at::kByte || t == at::kChar; }
@@ -183,7 +255,9 @@ at::Tensor dequantize(const at::Tensor& q_in, double scale, int64_t zero_point) 
   return x;
 }
 
-Rows per_row(const at::Tensor& x_in, const at::Tensor& inv_smooth) {
+namespace {
+
+Rows per_row_with(const at::Tensor& x_in, const at::Tensor& inv_smooth, RowKernel kernel) {
   TORCH_CHECK(x_in.scalar_type() == at::kFloat || x_in.scalar_type() == at::kBFloat16,
               "jitfuse: expected a float32 or bfloat16 activation, got ", x_in.scalar_type());
   const int64_t k = x_in.size(-1);
@@ -200,14 +274,22 @@ Rows per_row(const at::Tensor& x_in, const at::Tensor& inv_smooth) {
     auto* q = out.values.data_ptr<uint8_t>();
     auto* scales = out.scales.data_ptr<float>();
     auto* zps = out.zero_points.data_ptr<float>();
-    if (x.scalar_type() == at::kFloat)
+    const auto* bf16 = reinterpret_cast<const vec::bf16*>(x.data_ptr());
+    if (use_avx2_rows(kernel) && x.scalar_type() == at::kFloat)
+      quantize_rows_avx2(x.data_ptr<float>(), s, begin, end, k, scratch.data(), q, scales, zps);
+    else if (use_avx2_rows(kernel))
+      quantize_rows_avx2(bf16, s, begin, end, k, scratch.data(), q, scales, zps);
+    else if (x.scalar_type() == at::kFloat)
       quantize_rows(x.data_ptr<float>(), s, begin, end, k, scratch.data(), q, scales, zps);
     else
-      quantize_rows(reinterpret_cast<const vec::bf16*>(x.data_ptr()), s, begin, end, k, scratch.data(), q,
-                    scales, zps);
+      quantize_rows(bf16, s, begin, end, k, scratch.data(), q, scales, zps);
   });
   return out;
 }
+
+}  // namespace
+
+Rows per_row(const at::Tensor& x, const at::Tensor& inv_smooth) { return per_row_with(x, inv_smooth, RowKernel::native); }
 
 namespace {
 
@@ -219,6 +301,15 @@ at::Tensor dequantize_per_tensor_op(const at::Tensor& q, double scale, int64_t z
   return dequantize(q, scale, zero_point);
 }
 
+// For tests: per_row with a chosen build ("avx2", "generic"), to compare them on one machine.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_rows_op(const at::Tensor& x, const std::optional<at::Tensor>& inv_smooth,
+                                                                c10::string_view kernel) {
+  TORCH_CHECK(kernel == "avx2" || kernel == "generic", "jitfuse _quantize_rows: kernel must be 'avx2' or 'generic'");
+  TORCH_CHECK(kernel != "avx2" || avx2_rows_available(), "jitfuse _quantize_rows: this CPU has no AVX2 and FMA");
+  auto rows = per_row_with(x, inv_smooth ? *inv_smooth : at::Tensor(), kernel == "avx2" ? RowKernel::avx2 : RowKernel::generic);
+  return {rows.values, rows.scales, rows.zero_points};
+}
+
 }  // namespace
 }  // namespace jitfuse::quantize
 
@@ -228,4 +319,6 @@ TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
         torch::dispatch(c10::DispatchKey::CPU, TORCH_FN(quantize_per_tensor_op)));
   m.def("dequantize_per_tensor(Tensor q, float scale, int zero_point) -> Tensor",
         torch::dispatch(c10::DispatchKey::CPU, TORCH_FN(dequantize_per_tensor_op)));
+  m.def("_quantize_rows(Tensor x, Tensor? inv_smooth, str kernel) -> (Tensor, Tensor, Tensor)",
+        torch::dispatch(c10::DispatchKey::CPU, TORCH_FN(quantize_rows_op)));
 }
