@@ -129,7 +129,7 @@ enum class RowActivation { none, relu, gelu_erf };
 
 template <RowActivation Act>
 [[gnu::always_inline]] inline vec::Vec activate(vec::Vec v) {
-  if (Act == RowActivation::relu) return v < 0.f ? vec::Vec{} : v;  // NaN stays NaN, as aten::relu
+  if (Act == RowActivation::relu) return vec::relu(v);
   if (Act == RowActivation::gelu_erf) return vec::gelu_erf(v);
   return v;
 }

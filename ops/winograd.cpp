@@ -114,7 +114,7 @@ template <class T>
           if (!pixel[i][j]) continue;
           Vec value = o[j];
           if (sum_alpha != 0.f) value += sum_alpha * load(pixel[i][j] + k);
-          if (relu) value = value > 0.f ? value : Vec{};
+          if (relu) value = vec::relu(value);
           store(pixel[i][j] + k, value);
         }
       }

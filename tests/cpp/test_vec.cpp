@@ -26,6 +26,15 @@ GELU_FOR(gelu_avx2, target("avx2"))
 GELU_FOR(gelu_baseline, target("default"))
 #undef GELU_FOR
 
+#define RELU_FOR(name, target)                                                    \
+  __attribute__((target)) void name(const float* x, float* y, int64_t n) {        \
+    for (int64_t j = 0; j < n; j += kLanes) store(y + j, jitfuse::vec::relu(load(x + j))); \
+  }
+RELU_FOR(relu_avx512, target("avx512f"))
+RELU_FOR(relu_avx2, target("avx2"))
+RELU_FOR(relu_baseline, target("default"))
+#undef RELU_FOR
+
 double exact_gelu(double x) { return 0.5 * x * std::erfc(-x / std::sqrt(2.0)); }
 
 void check_gelu(GeluFn gelu) {
@@ -58,6 +67,26 @@ void check_gelu(GeluFn gelu) {
   EXPECT_EQ(out[8], 0.f);
   EXPECT_NEAR(out[9], exact_gelu(5.2), 2e-6);
   EXPECT_NEAR(out[10], exact_gelu(-5.2), 2e-6);
+}
+
+void check_relu(GeluFn relu) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  float x[kLanes] = {-3.f, -0.f, 0.f, 1e-38f, -1e-38f, 2.5f, inf, -inf, nan, -nan, 1e-45f, -1e-45f, 7.f, -7.f, 3e38f, -3e38f};
+  float y[kLanes];
+  relu(x, y, kLanes);
+  for (int i = 0; i < kLanes; ++i) {
+    if (std::isnan(x[i])) {
+      EXPECT_TRUE(std::isnan(y[i])) << i;  // as aten::relu
+    } else {
+      EXPECT_EQ(y[i], x[i] > 0.f ? x[i] : 0.f) << i;
+    }
+  }
+}
+
+TEST(VecRelu, EveryBuildKeepsPositivesZeroesNegativesKeepsNaN) {
+  check_relu(relu_baseline);
+  if (__builtin_cpu_supports("avx2")) check_relu(relu_avx2);
+  if (__builtin_cpu_supports("avx512f")) check_relu(relu_avx512);
 }
 
 TEST(VecGelu, Avx512MatchesFloat64) {
