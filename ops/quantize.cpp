@@ -190,16 +190,50 @@ template <class T>
   }
 }
 
-// Which build of the row quantizer runs: the AVX2 one where the CPU has AVX2 and FMA but not
-// AVX-512 (or where a test asks for it), else the cloned generic one.
-enum class RowKernel { native, avx2, generic };
-bool avx2_rows_available() {
+// The AVX2 build of quantize_span (per-tensor quantization), for the same reason. Same values
+// as the generic build bit for bit: the same clamps (NaN passes them, as there), the low byte of
+// each int32 as the generic conversion truncates.
+template <class Q>
+[[gnu::target("avx2,fma")]] void quantize_span_avx2(const float* x, int64_t n, float inv_scale, float zero_point,
+                                                    float lo, float hi, Q* q) {
+  const __m256 inv = _mm256_set1_ps(inv_scale), zp = _mm256_set1_ps(zero_point), magic = _mm256_set1_ps(12582912.f);
+  const __m256 pre_lo = _mm256_set1_ps(lo - zero_point - 1), pre_hi = _mm256_set1_ps(hi - zero_point + 1);
+  const __m256 out_lo = _mm256_set1_ps(lo), out_hi = _mm256_set1_ps(hi);
+  // In each 128-bit half: bytes 0, 4, 8, 12 (each int32's low byte) to the first 4 places.
+  const __m256i low_bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                             0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), inv);
+    v = _mm256_min_ps(pre_hi, _mm256_max_ps(pre_lo, v));
+    v = _mm256_add_ps(_mm256_sub_ps(_mm256_add_ps(v, magic), magic), zp);
+    v = _mm256_min_ps(out_hi, _mm256_max_ps(out_lo, v));
+    const __m256i bytes = _mm256_shuffle_epi8(_mm256_cvttps_epi32(v), low_bytes);
+    const int32_t first = _mm256_extract_epi32(bytes, 0), second = _mm256_extract_epi32(bytes, 4);
+    std::memcpy(q + i, &first, 4);
+    std::memcpy(q + i + 4, &second, 4);
+  }
+  for (; i < n; ++i) {
+    const float v = std::clamp(round_even(std::clamp(x[i] * inv_scale, lo - zero_point - 1, hi - zero_point + 1)) + zero_point, lo, hi);
+    q[i] = static_cast<Q>(v);
+  }
+}
+
+// Which build of a quantizer runs: the AVX2 one where the CPU has AVX2 and FMA but not AVX-512
+// (or where a test asks for it), else the cloned generic one.
+enum class Build { native, avx2, generic };
+bool avx2_build_available() {
   static const bool available = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return available;
 }
-bool use_avx2_rows(RowKernel kernel) {
-  static const bool preferred = avx2_rows_available() && !__builtin_cpu_supports("avx512f");
-  return kernel == RowKernel::avx2 || (kernel == RowKernel::native && preferred);
+bool use_avx2(Build build) {
+  static const bool preferred = avx2_build_available() && !__builtin_cpu_supports("avx512f");
+  return build == Build::avx2 || (build == Build::native && preferred);
+}
+Build parse_build(const char* op, c10::string_view name) {
+  TORCH_CHECK(name == "avx2" || name == "generic", "jitfuse ", op, ": kernel must be 'avx2' or 'generic'");
+  TORCH_CHECK(name != "avx2" || avx2_build_available(), "jitfuse ", op, ": this CPU has no AVX2 and FMA");
+  return name == "avx2" ? Build::avx2 : Build::generic;
 }
 
 }  // namespace
@@ -219,7 +253,10 @@ void check_parameters(const char* op, const char* what, double scale, int64_t ze
               " is out of range for ", dtype);
 }
 
-at::Tensor per_tensor(const at::Tensor& x_in, double scale, int64_t zero_point, at::ScalarType dtype) {
+namespace {
+
+at::Tensor per_tensor_with(const at::Tensor& x_in, double scale, int64_t zero_point, at::ScalarType dtype,
+                           Build build) {
   check_parameters("quantize_per_tensor", "", scale, zero_point, dtype);
   TORCH_CHECK(x_in.device().is_cpu() && x_in.layout() == at::kStrided && x_in.is_floating_point(),
               "jitfuse quantize_per_tensor: expected a floating point CPU tensor, got ", x_in.scalar_type());
@@ -229,12 +266,22 @@ at::Tensor per_tensor(const at::Tensor& x_in, double scale, int64_t zero_point, 
   const float inv = 1.f / static_cast<float>(scale), zp = static_cast<float>(zero_point);
   const float* src = x.data_ptr<float>();
   at::parallel_for(0, x.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
-    if (dtype == at::kByte)
+    if (use_avx2(build) && dtype == at::kByte)
+      quantize_span_avx2(src + begin, end - begin, inv, zp, 0.f, 255.f, q.data_ptr<uint8_t>() + begin);
+    else if (use_avx2(build))
+      quantize_span_avx2(src + begin, end - begin, inv, zp, -128.f, 127.f, q.data_ptr<int8_t>() + begin);
+    else if (dtype == at::kByte)
       quantize_u8(src + begin, end - begin, inv, zp, q.data_ptr<uint8_t>() + begin);
     else
       quantize_s8(src + begin, end - begin, inv, zp, q.data_ptr<int8_t>() + begin);
   });
   return q;
+}
+
+}  // namespace
+
+at::Tensor per_tensor(const at::Tensor& x, double scale, int64_t zero_point, at::ScalarType dtype) {
+  return per_tensor_with(x, scale, zero_point, dtype, Build::native);
 }
 
 at::Tensor dequantize(const at::Tensor& q_in, double scale, int64_t zero_point) {
@@ -257,7 +304,7 @@ at::Tensor dequantize(const at::Tensor& q_in, double scale, int64_t zero_point) 
 
 namespace {
 
-Rows per_row_with(const at::Tensor& x_in, const at::Tensor& inv_smooth, RowKernel kernel) {
+Rows per_row_with(const at::Tensor& x_in, const at::Tensor& inv_smooth, Build build) {
   TORCH_CHECK(x_in.scalar_type() == at::kFloat || x_in.scalar_type() == at::kBFloat16,
               "jitfuse: expected a float32 or bfloat16 activation, got ", x_in.scalar_type());
   const int64_t k = x_in.size(-1);
@@ -275,9 +322,9 @@ Rows per_row_with(const at::Tensor& x_in, const at::Tensor& inv_smooth, RowKerne
     auto* scales = out.scales.data_ptr<float>();
     auto* zps = out.zero_points.data_ptr<float>();
     const auto* bf16 = reinterpret_cast<const vec::bf16*>(x.data_ptr());
-    if (use_avx2_rows(kernel) && x.scalar_type() == at::kFloat)
+    if (use_avx2(build) && x.scalar_type() == at::kFloat)
       quantize_rows_avx2(x.data_ptr<float>(), s, begin, end, k, scratch.data(), q, scales, zps);
-    else if (use_avx2_rows(kernel))
+    else if (use_avx2(build))
       quantize_rows_avx2(bf16, s, begin, end, k, scratch.data(), q, scales, zps);
     else if (x.scalar_type() == at::kFloat)
       quantize_rows(x.data_ptr<float>(), s, begin, end, k, scratch.data(), q, scales, zps);
@@ -289,7 +336,7 @@ Rows per_row_with(const at::Tensor& x_in, const at::Tensor& inv_smooth, RowKerne
 
 }  // namespace
 
-Rows per_row(const at::Tensor& x, const at::Tensor& inv_smooth) { return per_row_with(x, inv_smooth, RowKernel::native); }
+Rows per_row(const at::Tensor& x, const at::Tensor& inv_smooth) { return per_row_with(x, inv_smooth, Build::native); }
 
 namespace {
 
@@ -301,13 +348,15 @@ at::Tensor dequantize_per_tensor_op(const at::Tensor& q, double scale, int64_t z
   return dequantize(q, scale, zero_point);
 }
 
-// For tests: per_row with a chosen build ("avx2", "generic"), to compare them on one machine.
+// For tests: the quantizers with a chosen build ("avx2", "generic"), to compare them on one machine.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_rows_op(const at::Tensor& x, const std::optional<at::Tensor>& inv_smooth,
                                                                 c10::string_view kernel) {
-  TORCH_CHECK(kernel == "avx2" || kernel == "generic", "jitfuse _quantize_rows: kernel must be 'avx2' or 'generic'");
-  TORCH_CHECK(kernel != "avx2" || avx2_rows_available(), "jitfuse _quantize_rows: this CPU has no AVX2 and FMA");
-  auto rows = per_row_with(x, inv_smooth ? *inv_smooth : at::Tensor(), kernel == "avx2" ? RowKernel::avx2 : RowKernel::generic);
+  auto rows = per_row_with(x, inv_smooth ? *inv_smooth : at::Tensor(), parse_build("_quantize_rows", kernel));
   return {rows.values, rows.scales, rows.zero_points};
+}
+at::Tensor quantize_per_tensor_build_op(const at::Tensor& x, double scale, int64_t zero_point, at::ScalarType dtype,
+                                        c10::string_view kernel) {
+  return per_tensor_with(x, scale, zero_point, dtype, parse_build("_quantize_per_tensor", kernel));
 }
 
 }  // namespace
@@ -321,4 +370,6 @@ TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
         torch::dispatch(c10::DispatchKey::CPU, TORCH_FN(dequantize_per_tensor_op)));
   m.def("_quantize_rows(Tensor x, Tensor? inv_smooth, str kernel) -> (Tensor, Tensor, Tensor)",
         torch::dispatch(c10::DispatchKey::CPU, TORCH_FN(quantize_rows_op)));
+  m.def("_quantize_per_tensor(Tensor x, float scale, int zero_point, ScalarType dtype, str kernel) -> Tensor",
+        torch::dispatch(c10::DispatchKey::CPU, TORCH_FN(quantize_per_tensor_build_op)));
 }

@@ -1,4 +1,4 @@
-// ops/vec.h's GELU in each instruction set jitfuse's kernels are cloned for (target_clones picks
+// ops/vec.h's GELU and relu in each instruction set jitfuse's kernels are cloned for (target_clones picks
 // one at load time, so the Python tests only ever reach the one of the machine at hand): compiled
 // here for AVX-512, AVX2 and the baseline, each run where the CPU has it, against float64.
 #include "ops/vec.h"
@@ -15,29 +15,24 @@ using jitfuse::vec::kLanes;
 using jitfuse::vec::load;
 using jitfuse::vec::store;
 
-using GeluFn = void (*)(const float*, float*, int64_t);
+using VecOpFn = void (*)(const float*, float*, int64_t);
 
-#define GELU_FOR(name, target)                                                    \
-  __attribute__((target)) void name(const float* x, float* y, int64_t n) {        \
-    for (int64_t j = 0; j < n; j += kLanes) store(y + j, jitfuse::vec::gelu_erf(load(x + j))); \
+// `op` of ops/vec.h over n floats (a multiple of 16), compiled for one target.
+#define VEC_OP_FOR(name, target, op)                                                           \
+  __attribute__((target)) void name(const float* x, float* y, int64_t n) {                     \
+    for (int64_t j = 0; j < n; j += kLanes) store(y + j, jitfuse::vec::op(load(x + j)));       \
   }
-GELU_FOR(gelu_avx512, target("avx512f"))
-GELU_FOR(gelu_avx2, target("avx2"))
-GELU_FOR(gelu_baseline, target("default"))
-#undef GELU_FOR
-
-#define RELU_FOR(name, target)                                                    \
-  __attribute__((target)) void name(const float* x, float* y, int64_t n) {        \
-    for (int64_t j = 0; j < n; j += kLanes) store(y + j, jitfuse::vec::relu(load(x + j))); \
-  }
-RELU_FOR(relu_avx512, target("avx512f"))
-RELU_FOR(relu_avx2, target("avx2"))
-RELU_FOR(relu_baseline, target("default"))
-#undef RELU_FOR
+VEC_OP_FOR(gelu_avx512, target("avx512f"), gelu_erf)
+VEC_OP_FOR(gelu_avx2, target("avx2"), gelu_erf)
+VEC_OP_FOR(gelu_baseline, target("default"), gelu_erf)
+VEC_OP_FOR(relu_avx512, target("avx512f"), relu)
+VEC_OP_FOR(relu_avx2, target("avx2"), relu)
+VEC_OP_FOR(relu_baseline, target("default"), relu)
+#undef VEC_OP_FOR
 
 double exact_gelu(double x) { return 0.5 * x * std::erfc(-x / std::sqrt(2.0)); }
 
-void check_gelu(GeluFn gelu) {
+void check_gelu(VecOpFn gelu) {
   // -12..12 densely, then the special values.
   const int64_t n = kLanes * 150000;
   std::vector<float> x(n), y(n);
@@ -69,7 +64,7 @@ void check_gelu(GeluFn gelu) {
   EXPECT_NEAR(out[10], exact_gelu(-5.2), 2e-6);
 }
 
-void check_relu(GeluFn relu) {
+void check_relu(VecOpFn relu) {
   const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
   float x[kLanes] = {-3.f, -0.f, 0.f, 1e-38f, -1e-38f, 2.5f, inf, -inf, nan, -nan, 1e-45f, -1e-45f, 7.f, -7.f, 3e38f, -3e38f};
   float y[kLanes];

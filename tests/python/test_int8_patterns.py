@@ -310,6 +310,25 @@ def test_row_quantizer_avx2_build_matches_the_generic_one(dtype):
     assert scales.tolist() == [pytest.approx(4 / 255)]
 
 
+@pytest.mark.skipif(not has_avx2_rows(), reason="no AVX2 and FMA on this CPU")
+@pytest.mark.parametrize("dtype,zero_point", [(torch.uint8, 128), (torch.uint8, 0), (torch.int8, 0), (torch.int8, -5)])
+def test_per_tensor_quantizer_avx2_build_matches_the_generic_one(dtype, zero_point):
+    """The same for per-tensor quantization (the reference graphs' and the int8 models' inputs):
+    every tail, NaN, +-inf, values far outside the range, three scales."""
+    torch.manual_seed(0)
+    for n in (1, 7, 8, 9, 33, 1000):
+        x = torch.randn(n) * 40
+        x[0] = float("nan")
+        if n > 3:
+            x[1:4] = torch.tensor([float("inf"), float("-inf"), 1e30])
+        for scale in (0.05, 1.0, 3e-3):
+            got = jq._quantize_per_tensor(x, scale, zero_point, dtype, "avx2")
+            assert torch.equal(got, jq._quantize_per_tensor(x, scale, zero_point, dtype, "generic")), (n, scale)
+    lo, hi = (0, 255) if dtype == torch.uint8 else (-128, 127)
+    got = jq._quantize_per_tensor(torch.tensor([-1e9, 1e9, 0.26, 0.25]), 0.5, zero_point, dtype, "avx2")
+    assert got.tolist() == [lo, hi, zero_point + 1, zero_point]  # 0.52 rounds to 1, 0.5 to even 0
+
+
 def test_three_dynamic_linears_on_one_input_merge():
     class QKV(nn.Module):
         def __init__(self):
