@@ -19,10 +19,10 @@
 namespace jitfuse::quantize {
 namespace {
 
+using vec::Ints;
 using vec::kLanes;
 using vec::load;
 using vec::Vec;
-using Ints = int32_t __attribute__((vector_size(kLanes * sizeof(int32_t))));
 using U8 = uint8_t __attribute__((vector_size(kLanes)));
 using S8 = int8_t __attribute__((vector_size(kLanes)));
 
@@ -38,6 +38,14 @@ using S8 = int8_t __attribute__((vector_size(kLanes)));
   return v > hi ? Vec{} + hi : v;
 }
 
+// One value of quantize_span: the clamp before rounding keeps round_even exact, the one after
+// lands in [lo, hi]. The scalar tail of both builds.
+template <class Q>
+[[gnu::always_inline]] inline Q quantize_one(float x, float inv_scale, float zero_point, float lo, float hi) {
+  return static_cast<Q>(
+      std::clamp(round_even(std::clamp(x * inv_scale, lo - zero_point - 1, hi - zero_point + 1)) + zero_point, lo, hi));
+}
+
 template <class Q, class QV>
 [[gnu::always_inline]] inline void quantize_span(const float* x, int64_t n, float inv_scale,
                                                  float zero_point, float lo, float hi, Q* q) {
@@ -47,10 +55,7 @@ template <class Q, class QV>
     const QV out = __builtin_convertvector(__builtin_convertvector(v, Ints), QV);
     __builtin_memcpy(q + i, &out, sizeof out);
   }
-  for (; i < n; ++i) {
-    const float v = std::clamp(round_even(std::clamp(x[i] * inv_scale, lo - zero_point - 1, hi - zero_point + 1)) + zero_point, lo, hi);
-    q[i] = static_cast<Q>(v);
-  }
+  for (; i < n; ++i) q[i] = quantize_one<Q>(x[i], inv_scale, zero_point, lo, hi);
 }
 
 template <class Q, class QV>
@@ -81,6 +86,32 @@ void dequantize_s8(const int8_t* q, int64_t n, float scale, float zp, float* x) 
   dequantize_span<int8_t, S8>(q, n, scale, zp, x);
 }
 
+// The scalar pieces of a row's quantization, shared by both builds of it. A row's parameters:
+// its minimum and maximum (zero included) over 255 steps.
+struct RowScale {
+  float scale, inv, zero_point;
+};
+[[gnu::always_inline]] inline RowScale row_scale(float row_lo, float row_hi) {
+  const float scale = row_hi > row_lo ? (row_hi - row_lo) / 255.f : 1.f;
+  const float inv = 1.f / scale;
+  return {scale, inv, std::clamp(std::nearbyint(-row_lo * inv), 0.f, 255.f)};
+}
+// Columns [j, k) of the first pass: smoothed into scratch, the range widened.
+template <class T>
+[[gnu::always_inline]] inline void smooth_columns(const T* x, const float* inv_smooth, int64_t j, int64_t k,
+                                                  float* scratch, float& row_lo, float& row_hi) {
+  for (; j < k; ++j) {
+    scratch[j] = vec::widen(x[j]) * (inv_smooth ? inv_smooth[j] : 1.f);
+    row_lo = std::min(row_lo, scratch[j]);
+    row_hi = std::max(row_hi, scratch[j]);
+  }
+}
+// Columns [j, k) of the second pass.
+[[gnu::always_inline]] inline void quantize_columns(const float* scratch, int64_t j, int64_t k, const RowScale& p,
+                                                    uint8_t* q) {
+  for (; j < k; ++j) q[j] = static_cast<uint8_t>(std::clamp(std::nearbyint(scratch[j] * p.inv + p.zero_point), 0.f, 255.f));
+}
+
 // One row: x_k * inv_smooth_k quantized to uint8 with the row's own scale and zero point. The
 // values land in [0, 255] by construction; the clamp only guards rounding at the ends.
 template <class T>
@@ -96,27 +127,20 @@ template <class T>
     lo = v < lo ? v : lo;
     hi = v > hi ? v : hi;
   }
-  for (int64_t j = body; j < k; ++j) {
-    scratch[j] = vec::widen(x[j]) * (inv_smooth ? inv_smooth[j] : 1.f);
-    row_lo = std::min(row_lo, scratch[j]);
-    row_hi = std::max(row_hi, scratch[j]);
-  }
+  smooth_columns(x, inv_smooth, body, k, scratch, row_lo, row_hi);
   for (int64_t l = 0; l < kLanes; ++l) {
     row_lo = std::min(row_lo, lo[l]);
     row_hi = std::max(row_hi, hi[l]);
   }
-  const float scale = row_hi > row_lo ? (row_hi - row_lo) / 255.f : 1.f;
-  const float inv = 1.f / scale;
-  const float zero_point = std::clamp(std::nearbyint(-row_lo * inv), 0.f, 255.f);
-  int64_t j = 0;
-  for (; j < body; j += kLanes) {
-    const Vec v = clamp(round_even(load(scratch + j) * inv + zero_point), 0.f, 255.f);
+  const RowScale p = row_scale(row_lo, row_hi);
+  for (int64_t j = 0; j < body; j += kLanes) {
+    const Vec v = clamp(round_even(load(scratch + j) * p.inv + p.zero_point), 0.f, 255.f);
     const U8 out = __builtin_convertvector(__builtin_convertvector(v, Ints), U8);
     __builtin_memcpy(q + j, &out, sizeof out);
   }
-  for (; j < k; ++j) q[j] = static_cast<uint8_t>(std::clamp(std::nearbyint(scratch[j] * inv + zero_point), 0.f, 255.f));
-  *scale_out = scale;
-  *zero_point_out = zero_point;
+  quantize_columns(scratch, body, k, p, q);
+  *scale_out = p.scale;
+  *zero_point_out = p.zero_point;
 }
 
 JITFUSE_CLONES
@@ -157,11 +181,7 @@ template <class T>
       hi = _mm256_max_ps(v, hi);
     }
     float row_lo = 0.f, row_hi = 0.f;
-    for (int64_t j = body; j < k; ++j) {
-      scratch[j] = vec::widen(row[j]) * (inv_smooth ? inv_smooth[j] : 1.f);
-      row_lo = std::min(row_lo, scratch[j]);
-      row_hi = std::max(row_hi, scratch[j]);
-    }
+    smooth_columns(row, inv_smooth, body, k, scratch, row_lo, row_hi);
     alignas(32) float lanes_lo[8], lanes_hi[8];
     _mm256_store_ps(lanes_lo, lo);
     _mm256_store_ps(lanes_hi, hi);
@@ -169,10 +189,8 @@ template <class T>
       row_lo = std::min(row_lo, lanes_lo[l]);
       row_hi = std::max(row_hi, lanes_hi[l]);
     }
-    const float scale = row_hi > row_lo ? (row_hi - row_lo) / 255.f : 1.f;
-    const float inv = 1.f / scale;
-    const float zero_point = std::clamp(std::nearbyint(-row_lo * inv), 0.f, 255.f);
-    const __m256 inv8 = _mm256_set1_ps(inv), zp8 = _mm256_set1_ps(zero_point), magic = _mm256_set1_ps(12582912.f);
+    const RowScale p = row_scale(row_lo, row_hi);
+    const __m256 inv8 = _mm256_set1_ps(p.inv), zp8 = _mm256_set1_ps(p.zero_point), magic = _mm256_set1_ps(12582912.f);
     const __m256 top = _mm256_set1_ps(255.f);
     uint8_t* out = q + r * k;
     for (int64_t j = 0; j < body; j += 8) {
@@ -183,10 +201,9 @@ template <class T>
       const __m128i halves = _mm_packus_epi32(_mm256_castsi256_si128(ints), _mm256_extracti128_si256(ints, 1));
       _mm_storel_epi64(reinterpret_cast<__m128i*>(out + j), _mm_packus_epi16(halves, halves));
     }
-    for (int64_t j = body; j < k; ++j)
-      out[j] = static_cast<uint8_t>(std::clamp(std::nearbyint(scratch[j] * inv + zero_point), 0.f, 255.f));
-    scales[r] = scale;
-    zero_points[r] = zero_point;
+    quantize_columns(scratch, body, k, p, out);
+    scales[r] = p.scale;
+    zero_points[r] = p.zero_point;
   }
 }
 
@@ -213,10 +230,7 @@ template <class Q>
     std::memcpy(q + i, &first, 4);
     std::memcpy(q + i + 4, &second, 4);
   }
-  for (; i < n; ++i) {
-    const float v = std::clamp(round_even(std::clamp(x[i] * inv_scale, lo - zero_point - 1, hi - zero_point + 1)) + zero_point, lo, hi);
-    q[i] = static_cast<Q>(v);
-  }
+  for (; i < n; ++i) q[i] = quantize_one<Q>(x[i], inv_scale, zero_point, lo, hi);
 }
 
 // Which build of a quantizer runs: the AVX2 one where the CPU has AVX2 and FMA but not AVX-512

@@ -15,6 +15,7 @@ namespace jitfuse::vec {
 constexpr int64_t kLanes = 16;
 using Vec = float __attribute__((vector_size(kLanes * sizeof(float))));
 using Bits = uint32_t __attribute__((vector_size(kLanes * sizeof(uint32_t))));
+using Ints = int32_t __attribute__((vector_size(kLanes * sizeof(int32_t))));
 using Halves = uint16_t __attribute__((vector_size(kLanes * sizeof(uint16_t))));
 using bf16 = uint16_t;  // bfloat16 storage
 
@@ -58,7 +59,6 @@ using bf16 = uint16_t;  // bfloat16 storage
 // comparison of 16-lane float vectors into 16 scalar steps on AVX2, integer ones it splits into
 // two native halves.
 [[gnu::always_inline]] inline Vec relu(Vec v) {
-  using Ints = int32_t __attribute__((vector_size(kLanes * sizeof(int32_t))));
   Ints bits;
   std::memcpy(&bits, &v, sizeof bits);
   const Ints nan = (bits & 0x7FFFFFFF) > 0x7F800000;  // all ones for NaN
@@ -75,7 +75,6 @@ using bf16 = uint16_t;  // bfloat16 storage
 // No comparisons: GCC splits those of 16-lane vectors into scalars on AVX2. NaN stays NaN,
 // -inf gives NaN (as ATen).
 [[gnu::always_inline]] inline Vec gelu_erf(Vec x) {
-  using Ints = int32_t __attribute__((vector_size(kLanes * sizeof(int32_t))));
   const Vec h = 0.5f * x;
   Bits bits;
   std::memcpy(&bits, &h, sizeof bits);
