@@ -1,17 +1,263 @@
 // Attention as one op: softmax(q @ k^T * scale + mask) @ v, batched over the leading dims (float32,
-// bfloat16). Three oneDNN primitives on head-major copies of q, k, v: a batched matmul writing
-// float32 scores with the scale and the mask as post-ops, a softmax, and a batched matmul writing
-// the context, optionally straight into [batch, seq, heads, dim] order (`heads_last`: what the
-// graph's permute / transpose after attention would copy it into). Schema at the bottom.
+// bfloat16), the context optionally written straight into [batch, seq, heads, dim] order
+// (`heads_last`: what the graph's permute / transpose after attention would copy it into).
+// Two implementations, chosen per call:
+// - the direct kernel (below): one (batch, head) at a time on one thread, q, k and v read where
+//   they lie (views of a fused QKV projection included), scores kept in the caches, float32
+//   arithmetic. Used wherever the primitives would compute in float32.
+// - three oneDNN primitives on head-major copies of q, k, v: a batched matmul writing float32
+//   scores with the scale and the mask as post-ops, a softmax, and a batched matmul writing the
+//   context. Used for bfloat16 on CPUs with bf16 kernels (they multiply at twice the f32 rate).
+// Schema at the bottom.
 #include "ops/allocator.h"
 #include "ops/onednn.h"
+#include "ops/vec.h"
 
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <cmath>
+#include <limits>
 
 namespace jitfuse {
 namespace {
+
+// ---- the direct kernel -----------------------------------------------------------------------
+namespace direct {
+
+using vec::bf16;
+using vec::bits_of;
+using vec::float_of;
+using vec::Ints;
+using vec::kLanes;
+using vec::load;
+using vec::order_key;
+using vec::store;
+using vec::Vec;
+using vec::widen;
+
+// Where one (batch, head)'s operands lie, as element strides (the last dims of q and k any
+// stride, of v and the output 1; mask rows are float32, contiguous along the keys).
+struct Shape {
+  int64_t lq, lk, d, dv;  // query rows, keys, q/k width, v width
+  int64_t q_row, q_col, k_row, k_col, v_row, out_row, mask_row;
+  int64_t ldk;  // lk rounded up to whole vectors: the row length of the packed k^T and the scores
+  float scale;
+};
+
+constexpr int kRows = 4;  // query rows computed together (each k^T / v vector loaded once for them)
+constexpr int kWide = 4;  // vectors per register block along the keys / the context's columns
+
+// scores[r][c0 ...] = scale * q[r] . k^T[:, c0 ...] for R query rows and W vectors of keys.
+template <int R, int W, class T>
+[[gnu::always_inline]] inline void score_block(const T* q, const Shape& s, const float* kt, int64_t c0,
+                                               float* scores) {
+  Vec acc[R][W] = {};
+  for (int64_t e = 0; e < s.d; ++e) {
+    Vec k[W];
+    for (int w = 0; w < W; ++w) k[w] = load(kt + e * s.ldk + c0 + w * kLanes);
+    for (int r = 0; r < R; ++r) {
+      const float qe = widen(q[r * s.q_row + e * s.q_col]);
+      for (int w = 0; w < W; ++w) acc[r][w] += qe * k[w];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) store(scores + r * s.ldk + c0 + w * kLanes, acc[r][w] * s.scale);
+}
+
+// out[r][c0 ...] = inv_sum[r] * sum_j p[r][j] v[j][c0 ...] for R rows and W vectors of columns.
+template <int R, int W, class T>
+[[gnu::always_inline]] inline void context_block(const float* p, const T* v, const Shape& s, int64_t c0,
+                                                 const float* inv_sum, T* out) {
+  Vec acc[R][W] = {};
+  for (int64_t j = 0; j < s.lk; ++j) {
+    Vec x[W];
+    for (int w = 0; w < W; ++w) x[w] = load(v + j * s.v_row + c0 + w * kLanes);
+    for (int r = 0; r < R; ++r) {
+      const float pj = p[r * s.ldk + j];
+      for (int w = 0; w < W; ++w) acc[r][w] += pj * x[w];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) store(out + r * s.out_row + c0 + w * kLanes, acc[r][w] * inv_sum[r]);
+}
+
+// One row of scores in place: + mask, softmax's exp(x - max) (padding lanes 0). Returns
+// 1 / sum, or NaN when the row holds a NaN after the max is taken (then, as in ATen's softmax,
+// every probability of the row is NaN).
+[[gnu::always_inline]] inline float softmax_row(float* x, const float* mask, const Shape& s) {
+  const int64_t body = s.lk - s.lk % kLanes;
+  const Ints tail_lanes = vec::first_lanes(s.lk - body);
+  const float minus_inf = -std::numeric_limits<float>::infinity();
+  Ints top = Ints{} + order_key(minus_inf);
+  for (int64_t c = 0; c < s.ldk; c += kLanes) {
+    Vec v = load(x + c);
+    if (c < body) {
+      if (mask) v += load(mask + c);
+    } else {
+      if (mask) {  // the mask row ends at lk: no whole-vector load past it
+        float m[kLanes] = {};
+        for (int64_t j = c; j < s.lk; ++j) m[j - c] = mask[j];
+        v += load(m);
+      }
+      v = float_of((bits_of(v) & tail_lanes) | (bits_of(minus_inf) & ~tail_lanes));
+    }
+    store(x + c, v);
+    top = vec::max(top, order_key(bits_of(v)));
+  }
+  const float row_max = vec::from_order_key(vec::max(top));
+  Ints nan{};
+  Vec total{};
+  for (int64_t c = 0; c < s.ldk; c += kLanes) {
+    const Vec v = load(x + c) - row_max;
+    const Ints valid = c < body ? ~Ints{} : tail_lanes;
+    nan |= ((bits_of(v) & 0x7FFFFFFF) > 0x7F800000) & valid;
+    const Vec e = float_of(bits_of(vec::exp_nonpositive(v)) & valid);
+    store(x + c, e);
+    total += e;
+  }
+  if (vec::max(nan & 1) != 0) return std::numeric_limits<float>::quiet_NaN();
+  return 1.f / vec::sum(total);
+}
+
+template <int R, class T>
+[[gnu::always_inline]] inline void attend_block(const T* q, const T* v, const float* mask, const Shape& s,
+                                                const float* kt, float* scores, T* out) {
+  // Blocks of up to kWide vectors: R x W independent sums hide the multiply-add latency.
+  for (int64_t c0 = 0; c0 < s.ldk; c0 += kWide * kLanes) {
+    switch (std::min<int64_t>(kWide, (s.ldk - c0) / kLanes)) {
+      case 4: score_block<R, 4>(q, s, kt, c0, scores); break;
+      case 3: score_block<R, 3>(q, s, kt, c0, scores); break;
+      case 2: score_block<R, 2>(q, s, kt, c0, scores); break;
+      default: score_block<R, 1>(q, s, kt, c0, scores); break;
+    }
+  }
+  float inv_sum[R];
+  for (int r = 0; r < R; ++r)
+    inv_sum[r] = softmax_row(scores + r * s.ldk, mask ? mask + r * s.mask_row : nullptr, s);
+  const int64_t body = s.dv - s.dv % kLanes;
+  for (int64_t c0 = 0; c0 < body; c0 += kWide * kLanes) {
+    switch (std::min<int64_t>(kWide, (body - c0) / kLanes)) {
+      case 4: context_block<R, 4>(scores, v, s, c0, inv_sum, out); break;
+      case 3: context_block<R, 3>(scores, v, s, c0, inv_sum, out); break;
+      case 2: context_block<R, 2>(scores, v, s, c0, inv_sum, out); break;
+      default: context_block<R, 1>(scores, v, s, c0, inv_sum, out); break;
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int64_t c = body; c < s.dv; ++c) {  // columns past the last whole vector
+      float acc = 0.f;
+      for (int64_t j = 0; j < s.lk; ++j) acc += scores[r * s.ldk + j] * widen(v[j * s.v_row + c]);
+      vec::narrow(out + r * s.out_row + c, acc * inv_sum[r]);
+    }
+    if (std::isnan(inv_sum[r]))  // a NaN softmax row: its whole context row is NaN
+      for (int64_t c = 0; c < s.dv; ++c) vec::narrow(out + r * s.out_row + c, inv_sum[r]);
+  }
+}
+
+// Query rows [begin, end) of one (batch, head). `kt` (d x ldk floats) holds k^T packed by
+// pack_keys; `scores` has room for kRows rows of ldk.
+template <class T>
+[[gnu::always_inline]] inline void attend_rows_impl(const T* q, const T* v, const float* mask, T* out,
+                                                    const Shape& s, int64_t begin, int64_t end,
+                                                    const float* kt, float* scores) {
+  for (int64_t i = begin; i < end; i += kRows) {
+    const T* qi = q + i * s.q_row;
+    const float* mi = mask ? mask + i * s.mask_row : nullptr;
+    T* oi = out + i * s.out_row;
+    switch (std::min<int64_t>(kRows, end - i)) {
+      case 4: attend_block<4>(qi, v, mi, s, kt, scores, oi); break;
+      case 3: attend_block<3>(qi, v, mi, s, kt, scores, oi); break;
+      case 2: attend_block<2>(qi, v, mi, s, kt, scores, oi); break;
+      default: attend_block<1>(qi, v, mi, s, kt, scores, oi); break;
+    }
+  }
+}
+
+template <class T>
+[[gnu::always_inline]] inline void pack_keys_impl(const T* k, const Shape& s, float* kt) {
+  for (int64_t j = 0; j < s.lk; ++j)  // along k's rows: they are what lies together
+    for (int64_t e = 0; e < s.d; ++e) kt[e * s.ldk + j] = widen(k[j * s.k_row + e * s.k_col]);
+  for (int64_t e = 0; e < s.d; ++e)
+    for (int64_t j = s.lk; j < s.ldk; ++j) kt[e * s.ldk + j] = 0.f;
+}
+
+JITFUSE_CLONES
+void attend_rows(const float* q, const float* v, const float* mask, float* out, const Shape& s,
+                 int64_t begin, int64_t end, const float* kt, float* scores) {
+  attend_rows_impl(q, v, mask, out, s, begin, end, kt, scores);
+}
+JITFUSE_CLONES
+void attend_rows(const bf16* q, const bf16* v, const float* mask, bf16* out, const Shape& s,
+                 int64_t begin, int64_t end, const float* kt, float* scores) {
+  attend_rows_impl(q, v, mask, out, s, begin, end, kt, scores);
+}
+JITFUSE_CLONES
+void pack_keys(const float* k, const Shape& s, float* kt) { pack_keys_impl(k, s, kt); }
+JITFUSE_CLONES
+void pack_keys(const bf16* k, const Shape& s, float* kt) { pack_keys_impl(k, s, kt); }
+
+// Where the direct kernel beats the primitives (measured on AVX-512, Zen 5, 2 threads, float32):
+// heads of up to 64 wide and up to 512 keys, 1.0-1.4x (the most with many small heads: 8 x 12
+// heads of 48 x 32, 1.4x). With 128-wide heads its k^T and v leave the L1 cache: 0.8x.
+bool serves(int64_t d, int64_t dv, int64_t lk) { return d <= 64 && dv <= 64 && lk <= 512; }
+
+// The element offset of batch entry n (row-major over `sizes`) in a tensor of `strides`.
+int64_t batch_offset(int64_t n, at::IntArrayRef sizes, at::IntArrayRef strides) {
+  int64_t offset = 0;
+  for (int64_t i = static_cast<int64_t>(sizes.size()) - 1; i >= 0; --i) {
+    offset += n % sizes[i] * strides[i];
+    n /= sizes[i];
+  }
+  return offset;
+}
+
+// q, k, v of one dtype T (float or bf16); mask float32 of the scores' shape (expanded, its last
+// dim dense) or undefined; out_view of the context's shape (its last dim dense).
+template <class T>
+void attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+               float scale, const at::Tensor& out_view) {
+  const int64_t rank = q.dim();
+  const auto batch = q.sizes().slice(0, rank - 2);
+  const int64_t heads = c10::multiply_integers(batch);
+  Shape s{q.size(-2), k.size(-2), q.size(-1), v.size(-1), q.stride(-2), q.stride(-1), k.stride(-2),
+          k.stride(-1), v.stride(-2), out_view.stride(-2), mask.defined() ? mask.stride(-2) : 0,
+          (k.size(-2) + kLanes - 1) / kLanes * kLanes, scale};
+  // Rows a multiple of 1 KB apart fall into few cache sets: a column of k^T would evict
+  // itself. One vector more breaks the pattern.
+  if (s.ldk % 256 == 0) s.ldk += kLanes;
+  // Blocks of query rows: at least a few per thread, so that threads share small batches.
+  const int64_t threads = at::get_num_threads();
+  int64_t per_head = std::clamp<int64_t>((4 * threads + heads - 1) / heads, 1, (s.lq + kRows - 1) / kRows);
+  const int64_t rows = ((s.lq + per_head - 1) / per_head + kRows - 1) / kRows * kRows;
+  per_head = (s.lq + rows - 1) / rows;
+  static std::atomic<int64_t> calls{0};
+  const int64_t call = calls++;  // which call packed a thread's k^T
+  const T* qp = static_cast<const T*>(q.data_ptr());
+  const T* kp = static_cast<const T*>(k.data_ptr());
+  const T* vp = static_cast<const T*>(v.data_ptr());
+  const float* mp = mask.defined() ? mask.data_ptr<float>() : nullptr;
+  T* op = static_cast<T*>(out_view.data_ptr());
+  at::parallel_for(0, heads * per_head, 1, [&](int64_t first, int64_t last) {
+    thread_local std::vector<float> kt, scores;
+    thread_local std::pair<int64_t, int64_t> packed{-1, -1};  // (call, head) whose k^T kt holds
+    kt.resize(s.d * s.ldk);
+    scores.resize(kRows * s.ldk);
+    for (int64_t task = first; task < last; ++task) {
+      const int64_t n = task / per_head, begin = task % per_head * rows, end = std::min(s.lq, begin + rows);
+      if (packed != std::pair{call, n}) {
+        pack_keys(kp + batch_offset(n, batch, k.strides()), s, kt.data());
+        packed = {call, n};
+      }
+      attend_rows(qp + batch_offset(n, batch, q.strides()), vp + batch_offset(n, batch, v.strides()),
+                  mp ? mp + batch_offset(n, batch, mask.strides()) : nullptr,
+                  op + batch_offset(n, batch, out_view.strides()), s, begin, end, kt.data(), scores.data());
+    }
+  });
+}
+
+}  // namespace direct
 
 // The three primitives of one attention shape; `supported` false when oneDNN has no optimized
 // kernel for some step (a mask broadcast its binary post-op does not take, say).
@@ -54,53 +300,47 @@ at::Tensor mask_for_post_op(const at::Tensor& mask, int64_t rank, at::ScalarType
   return mask.to(type).reshape(sizes).contiguous();
 }
 
-at::Tensor attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
-                     const std::optional<at::Tensor>& mask_in, const std::optional<at::Scalar>& scale_in,
-                     bool divide, bool heads_last) {
-  for (const auto* t : {&q_in, &k_in, &v_in})
-    TORCH_CHECK(t->device().is_cpu() && t->layout() == at::kStrided, "jitfuse attention: expected "
-                "strided CPU tensors");
-  TORCH_CHECK(q_in.dim() >= 3 && k_in.dim() == q_in.dim() && v_in.dim() == q_in.dim(),
-              "jitfuse attention: expected q, k, v of one rank >= 3, got ", q_in.sizes(), ", ",
-              k_in.sizes(), ", ", v_in.sizes());
-  TORCH_CHECK(q_in.size(-1) == k_in.size(-1) && k_in.size(-2) == v_in.size(-2),
-              "jitfuse attention: q ", q_in.sizes(), ", k ", k_in.sizes(), " and v ", v_in.sizes(),
-              " do not multiply");
-  TORCH_CHECK(!heads_last || q_in.dim() == 4, "jitfuse attention: heads_last needs 4-D q, k, v");
-  const int64_t rank = q_in.dim();
-  double scale = scale_in ? scale_in->toDouble() : 1.0 / std::sqrt(static_cast<double>(q_in.size(-1)));
-  if (divide) scale = 1.0 / scale;
-  const auto type = q_in.scalar_type();
-  auto scores_sizes = q_in.sizes().vec();
-  scores_sizes.back() = k_in.size(-2);
-  const bool has_mask = mask_in && mask_in->defined();
-  const bool fits =
-      (type == at::kFloat || type == at::kBFloat16) && k_in.scalar_type() == type &&
-      v_in.scalar_type() == type && q_in.sizes().slice(0, rank - 2) == k_in.sizes().slice(0, rank - 2) &&
-      q_in.sizes().slice(0, rank - 2) == v_in.sizes().slice(0, rank - 2) &&
-      (!has_mask || (mask_in->dim() <= rank && !mask_in->is_quantized() &&
-                     (mask_in->scalar_type() == type || mask_in->scalar_type() == at::kFloat) &&
-                     at::infer_size(mask_in->sizes(), scores_sizes) == scores_sizes));
-  // Broadcast batch dims, other dtypes, masks that grow the result: what the graph did.
-  if (!fits || q_in.numel() == 0 || k_in.numel() == 0 || v_in.numel() == 0)
-    return attention_reference(q_in, k_in, v_in, mask_in, scale, heads_last);
+// A context tensor for q and v: [..., seq, dim], or with heads_last [batch, seq, heads, dim]
+// (returned second: the first as [..., seq, dim], a permuted view).
+std::pair<at::Tensor, at::Tensor> new_context(const at::Tensor& q, const at::Tensor& v, bool heads_last) {
+  auto sizes = q.sizes().vec();
+  sizes.back() = v.size(-1);
+  if (!heads_last) {
+    at::Tensor out = memory::empty(sizes, q.options());
+    return {out, out};
+  }
+  at::Tensor out = memory::empty({sizes[0], sizes[2], sizes[1], sizes[3]}, q.options());
+  return {out, out.transpose(1, 2)};
+}
 
-  const auto ctype = onednn::compute_type(type);
+at::Tensor attention_direct(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v_in,
+                            const at::Tensor& mask_in, double scale, bool heads_last,
+                            at::IntArrayRef scores_sizes) {
+  at::Tensor mask;
+  if (mask_in.defined()) {
+    mask = mask_in.to(at::kFloat).expand(scores_sizes);
+    if (mask.stride(-1) != 1) mask = mask.contiguous();  // a mask broadcast along the keys
+  }
+  const at::Tensor v = v_in.stride(-1) == 1 ? v_in : dense(v_in, v_in.scalar_type());
+  auto [out, out_view] = new_context(q, v, heads_last);
+  if (q.scalar_type() == at::kFloat)
+    direct::attention<float>(q, k, v, mask, static_cast<float>(scale), out_view);
+  else
+    direct::attention<vec::bf16>(q, k, v, mask, static_cast<float>(scale), out_view);
+  return out;
+}
+
+at::Tensor attention_primitives(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+                                const at::Tensor& mask_in, double scale, bool heads_last,
+                                at::IntArrayRef scores_sizes) {
+  const auto type = q_in.scalar_type(), ctype = onednn::compute_type(type);
+  const int64_t rank = q_in.dim();
   // Head-major, row-major copies (views of a fused QKV projection are neither): oneDNN's brgemm
   // matmul needs dense batch strides.
   const at::Tensor q = dense(q_in, ctype), k = dense(k_in, ctype), v = dense(v_in, ctype);
   const at::Tensor kt = k.transpose(-1, -2);
-  const at::Tensor mask = has_mask ? mask_for_post_op(*mask_in, rank, ctype) : at::Tensor();
-  auto out_sizes = q.sizes().vec();
-  out_sizes.back() = v.size(-1);
-  at::Tensor out;
-  at::Tensor out_view;  // `out` as [..., seq, dim] (heads_last: a permuted view)
-  if (heads_last) {
-    out = memory::empty({out_sizes[0], out_sizes[2], out_sizes[1], out_sizes[3]}, q.options());
-    out_view = out.transpose(1, 2);
-  } else {
-    out = out_view = memory::empty(out_sizes, q.options());
-  }
+  const at::Tensor mask = mask_in.defined() ? mask_for_post_op(mask_in, rank, ctype) : at::Tensor();
+  auto [out, out_view] = new_context(q, v, heads_last);
 
   onednn::Key key;
   key << q << kt << v << mask << out_view << scale;
@@ -116,7 +356,8 @@ at::Tensor attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::T
       scores_attr.set_post_ops(post);
       scores_attr.set_scratchpad_mode(user);
       attr.set_scratchpad_mode(user);
-      const auto scores_md = dense_desc(scores_sizes, at::kFloat), probs_md = dense_desc(scores_sizes, ctype);
+      const auto scores_md = dense_desc(scores_sizes.vec(), at::kFloat),
+                 probs_md = dense_desc(scores_sizes.vec(), ctype);
       p->scores_pd = dnnl::matmul::primitive_desc(eng, onednn::plain_desc(q), onednn::plain_desc(kt),
                                                   scores_md, scores_attr);
       p->softmax_pd = dnnl::softmax_forward::primitive_desc(
@@ -154,12 +395,74 @@ at::Tensor attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::T
   return ctype == type ? out : out.to(type);
 }
 
+// Which implementation computes a call: the faster one for the CPU and shape (`best`), or one
+// named (tests compare both on any machine through `_attention_with`).
+enum class Kernel { best, direct, primitives };
+
+at::Tensor attention_with(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          const std::optional<at::Tensor>& mask_in, const std::optional<at::Scalar>& scale_in,
+                          bool divide, bool heads_last, Kernel kernel) {
+  for (const auto* t : {&q, &k, &v})
+    TORCH_CHECK(t->device().is_cpu() && t->layout() == at::kStrided, "jitfuse attention: expected "
+                "strided CPU tensors");
+  TORCH_CHECK(q.dim() >= 3 && k.dim() == q.dim() && v.dim() == q.dim(),
+              "jitfuse attention: expected q, k, v of one rank >= 3, got ", q.sizes(), ", ",
+              k.sizes(), ", ", v.sizes());
+  TORCH_CHECK(q.size(-1) == k.size(-1) && k.size(-2) == v.size(-2),
+              "jitfuse attention: q ", q.sizes(), ", k ", k.sizes(), " and v ", v.sizes(),
+              " do not multiply");
+  TORCH_CHECK(!heads_last || q.dim() == 4, "jitfuse attention: heads_last needs 4-D q, k, v");
+  const int64_t rank = q.dim();
+  double scale = scale_in ? scale_in->toDouble() : 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  if (divide) scale = 1.0 / scale;
+  const auto type = q.scalar_type();
+  auto scores_sizes = q.sizes().vec();
+  scores_sizes.back() = k.size(-2);
+  const at::Tensor mask = mask_in ? *mask_in : at::Tensor();
+  const bool fits =
+      (type == at::kFloat || type == at::kBFloat16) && k.scalar_type() == type &&
+      v.scalar_type() == type && q.sizes().slice(0, rank - 2) == k.sizes().slice(0, rank - 2) &&
+      q.sizes().slice(0, rank - 2) == v.sizes().slice(0, rank - 2) &&
+      (!mask.defined() || (mask.dim() <= rank && !mask.is_quantized() &&
+                           (mask.scalar_type() == type || mask.scalar_type() == at::kFloat) &&
+                           at::infer_size(mask.sizes(), scores_sizes) == scores_sizes));
+  // Broadcast batch dims, other dtypes, masks that grow the result: what the graph did.
+  if (!fits || q.numel() == 0 || k.numel() == 0 || v.numel() == 0)
+    return attention_reference(q, k, v, mask, scale, heads_last);
+  // bf16 with native kernels: the primitives multiply at twice the f32 rate (1.5-1.8x the direct
+  // kernel on AVX-512 bf16).
+  if (kernel == Kernel::best)
+    kernel = onednn::compute_type(type) == at::kFloat && direct::serves(q.size(-1), v.size(-1), k.size(-2))
+                 ? Kernel::direct
+                 : Kernel::primitives;
+  return kernel == Kernel::direct ? attention_direct(q, k, v, mask, scale, heads_last, scores_sizes)
+                                  : attention_primitives(q, k, v, mask, scale, heads_last, scores_sizes);
+}
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const std::optional<at::Tensor>& mask, const std::optional<at::Scalar>& scale,
+                     bool divide, bool heads_last) {
+  return attention_with(q, k, v, mask, scale, divide, heads_last, Kernel::best);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
   m.def("attention(Tensor q, Tensor k, Tensor v, Tensor? mask, Scalar? scale, bool divide, "
         "bool heads_last) -> Tensor",
         torch::dispatch(c10::DispatchKey::CPU, TORCH_FN(attention)));
+  // Tests: one implementation by name ("direct" or "primitives"), whatever the CPU.
+  m.def("_attention_with(Tensor q, Tensor k, Tensor v, Tensor? mask, Scalar? scale, bool divide, "
+        "bool heads_last, str kernel) -> Tensor",
+        torch::dispatch(c10::DispatchKey::CPU,
+                        [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           const std::optional<at::Tensor>& mask, const std::optional<at::Scalar>& scale,
+                           bool divide, bool heads_last, c10::string_view kernel) {
+                          TORCH_CHECK(kernel == "direct" || kernel == "primitives",
+                                      "jitfuse _attention_with: kernel is \"direct\" or \"primitives\", got ", kernel);
+                          return attention_with(q, k, v, mask, scale, divide, heads_last,
+                                                kernel == "direct" ? Kernel::direct : Kernel::primitives);
+                        }));
 }
 
 }  // namespace jitfuse

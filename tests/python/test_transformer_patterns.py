@@ -346,3 +346,95 @@ def test_direct_calls_match_aten():
     sc, m = torch.randn(2, 4, 6, 6), torch.randn(2, 1, 1, 6)
     torch.testing.assert_close(ops.div_add_softmax(sc, 8, m), torch.softmax(sc / 8 + m, -1))
     torch.testing.assert_close(ops.mul_add_softmax(sc, 0.5, m[0, 0, 0]), torch.softmax(sc * 0.5 + m[0, 0, 0], -1))
+
+
+# ---- the attention op's two implementations against float64 -----------------------------------
+# The direct kernel (one head at a time, q, k, v read in place) and the oneDNN primitives, each
+# forced through jitfuse::_attention_with on whatever CPU runs the tests.
+
+def fused_qkv_views(b, h, s, d):
+    """q, k, v as a fused projection's views: [b, h, s, d], rows 3 * h * d apart."""
+    x = torch.randn(b, s, 3 * h * d)
+    return [t.view(b, s, h, d).permute(0, 2, 1, 3) for t in x.split(h * d, -1)]
+
+
+def bert_mask(b, s, masked):
+    mask = torch.zeros(b, 1, 1, s)
+    mask[..., s - masked:] = -10000.0
+    return mask
+
+
+# name: () -> (q, k, v, mask or None)
+ATTENTION_CASES = {
+    "fused qkv views, BERT mask": lambda: (*fused_qkv_views(2, 3, 48, 32), bert_mask(2, 48, 5)),
+    "keys and columns past whole vectors": lambda: (torch.randn(2, 2, 7, 24), torch.randn(2, 2, 37, 24),
+                                                    torch.randn(2, 2, 37, 20), torch.randn(37)),
+    "one key": lambda: (torch.randn(1, 2, 5, 16), torch.randn(1, 2, 1, 16), torch.randn(1, 2, 1, 16), None),
+    "100 keys, no mask": lambda: (torch.randn(1, 2, 9, 16), torch.randn(1, 2, 100, 16), torch.randn(1, 2, 100, 48), None),
+    "256 keys (rows 1 KB apart)": lambda: (torch.randn(1, 2, 12, 16), torch.randn(1, 2, 256, 16),
+                                          torch.randn(1, 2, 256, 16), bert_mask(1, 256, 30)),
+    "one head, rows split over threads": lambda: (torch.randn(1, 1, 50, 8), torch.randn(1, 1, 50, 8),
+                                                  torch.randn(1, 1, 50, 8), torch.randn(1, 1, 50, 50)),
+    "rank 3": lambda: (torch.randn(6, 9, 16), torch.randn(6, 11, 16), torch.randn(6, 11, 16), torch.randn(6, 9, 11)),
+    "rank 5": lambda: (torch.randn(2, 2, 3, 5, 16), torch.randn(2, 2, 3, 6, 16), torch.randn(2, 2, 3, 6, 16),
+                       torch.randn(2, 1, 3, 1, 6)),
+    "mask per head": lambda: (*fused_qkv_views(2, 3, 10, 16), torch.randn(1, 3, 1, 10)),
+    "mask along the queries only": lambda: (*fused_qkv_views(2, 3, 10, 16), torch.randn(2, 1, 10, 1)),
+    "k transposed in memory, v strided": lambda: (torch.randn(2, 3, 10, 16),
+                                                   torch.randn(2, 3, 16, 12).transpose(-1, -2),
+                                                   torch.randn(2, 3, 24, 12).transpose(-1, -2), bert_mask(2, 12, 3)),
+    "128-wide heads (primitives where best)": lambda: (torch.randn(1, 2, 6, 128), torch.randn(1, 2, 20, 128),
+                                                       torch.randn(1, 2, 20, 128), bert_mask(1, 20, 4)),
+}
+
+
+def attention64(q, k, v, mask, scale, heads_last):
+    scores = q.double() @ k.double().transpose(-1, -2) * scale
+    if mask is not None:
+        scores = scores + mask.double()
+    out = torch.softmax(scores, -1) @ v.double()
+    return out.transpose(1, 2) if heads_last else out
+
+
+@pytest.mark.parametrize("kernel", ["direct", "primitives"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("case", list(ATTENTION_CASES))
+def test_attention_kernels_match_float64(case, dtype, kernel):
+    q, k, v, mask = (t.to(dtype) if t is not None else None for t in ATTENTION_CASES[case]())
+    # fp32: both within 1e-5. bf16: the direct kernel rounds once (the context), the primitives
+    # also round the probabilities.
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    for heads_last in [False, True] if q.dim() == 4 else [False]:
+        for scale, divide in [(None, False), (8.0, True), (0.3, False)]:
+            got = ops._attention_with(q, k, v, mask, scale, divide, heads_last, kernel)
+            factor = 1 / math.sqrt(q.shape[-1]) if scale is None else (1 / scale if divide else scale)
+            want = attention64(q, k, v, mask, factor, heads_last)
+            assert got.dtype == dtype and got.shape == want.shape
+            torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol)
+
+
+def test_attention_picks_the_direct_kernel_for_float32_heads_up_to_64():
+    q, k, v = fused_qkv_views(2, 3, 20, 32)
+    mask = bert_mask(2, 20, 4)
+    best = ops.attention(q, k, v, mask, None, False, True)
+    assert torch.equal(best, ops._attention_with(q, k, v, mask, None, False, True, "direct"))
+    assert not torch.equal(best, ops._attention_with(q, k, v, mask, None, False, True, "primitives"))
+
+
+@pytest.mark.parametrize("kernel", ["direct", "primitives"])
+def test_attention_rows_with_nan_or_nothing_to_attend_are_nan_as_in_aten(kernel):
+    q, k, v = torch.randn(2, 2, 6, 16), torch.randn(2, 2, 19, 16), torch.randn(2, 2, 19, 16)
+    mask = torch.zeros(2, 1, 6, 19)
+    mask[0, :, 2] = float("-inf")  # query row 2 of batch 0 sees no key
+    q[1, 1, 4, 3] = float("nan")
+    k[1, 0, 17, 0] = float("nan")  # every row of batch 1 head 0 meets it
+    got = ops._attention_with(q, k, v, mask, None, False, False, kernel)
+    want = torch.softmax(q @ k.transpose(-1, -2) / 4 + mask, -1) @ v
+    assert torch.equal(torch.isnan(got), torch.isnan(want)) and torch.isnan(want).any()
+    torch.testing.assert_close(got.nan_to_num(), want.nan_to_num(), rtol=1e-5, atol=1e-5)
+
+
+def test_attention_kernel_name_is_checked():
+    q = torch.randn(1, 2, 3, 4)
+    with pytest.raises(RuntimeError, match='kernel is "direct" or "primitives", got fast'):
+        ops._attention_with(q, q, q, None, None, False, False, "fast")
