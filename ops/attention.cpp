@@ -263,12 +263,9 @@ void attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, co
 // kernel for some step (a mask broadcast its binary post-op does not take, say).
 struct AttentionPrimitives : onednn::CachedPrimitive {
   bool supported = false;
-  dnnl::matmul::primitive_desc scores_pd;
-  dnnl::matmul scores;
-  dnnl::softmax_forward::primitive_desc softmax_pd;
-  dnnl::softmax_forward softmax;
-  dnnl::matmul::primitive_desc context_pd;
-  dnnl::matmul context;
+  std::optional<onednn::Runner> scores;   // q @ k^T * scale (+ mask)
+  std::optional<onednn::Runner> softmax;
+  std::optional<onednn::Runner> context;  // probs @ v
 };
 
 dnnl::memory::desc dense_desc(const std::vector<int64_t>& sizes, at::ScalarType type) {
@@ -358,19 +355,22 @@ at::Tensor attention_primitives(const at::Tensor& q_in, const at::Tensor& k_in, 
       attr.set_scratchpad_mode(user);
       const auto scores_md = dense_desc(scores_sizes.vec(), at::kFloat),
                  probs_md = dense_desc(scores_sizes.vec(), ctype);
-      p->scores_pd = dnnl::matmul::primitive_desc(eng, onednn::plain_desc(q), onednn::plain_desc(kt),
-                                                  scores_md, scores_attr);
-      p->softmax_pd = dnnl::softmax_forward::primitive_desc(
-          eng, dnnl::prop_kind::forward_inference, dnnl::algorithm::softmax_accurate, scores_md,
-          probs_md, static_cast<int>(rank - 1), attr);
-      p->context_pd = dnnl::matmul::primitive_desc(eng, probs_md, onednn::plain_desc(v),
-                                                   onednn::plain_desc(out_view), attr);
-      p->supported = !onednn::is_reference(p->scores_pd) && !onednn::is_reference(p->softmax_pd) &&
-                     !onednn::is_reference(p->context_pd);
+      dnnl::matmul::primitive_desc scores_pd(eng, onednn::plain_desc(q), onednn::plain_desc(kt),
+                                             scores_md, scores_attr);
+      dnnl::softmax_forward::primitive_desc softmax_pd(eng, dnnl::prop_kind::forward_inference,
+                                                       dnnl::algorithm::softmax_accurate, scores_md,
+                                                       probs_md, static_cast<int>(rank - 1), attr);
+      dnnl::matmul::primitive_desc context_pd(eng, probs_md, onednn::plain_desc(v),
+                                              onednn::plain_desc(out_view), attr);
+      p->supported = !onednn::is_reference(scores_pd) && !onednn::is_reference(softmax_pd) &&
+                     !onednn::is_reference(context_pd);
       if (p->supported) {
-        p->scores = dnnl::matmul(p->scores_pd);
-        p->softmax = dnnl::softmax_forward(p->softmax_pd);
-        p->context = dnnl::matmul(p->context_pd);
+        std::vector<int> scores_args{DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
+        if (mask.defined()) scores_args.push_back(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1);
+        p->scores.emplace(scores_pd, dnnl::matmul(scores_pd), scores_args);
+        p->softmax.emplace(softmax_pd, dnnl::softmax_forward(softmax_pd), std::vector<int>{DNNL_ARG_SRC, DNNL_ARG_DST});
+        p->context.emplace(context_pd, dnnl::matmul(context_pd),
+                           std::vector<int>{DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST});
       }
     } catch (const dnnl::error&) {
       p->supported = false;
@@ -382,16 +382,13 @@ at::Tensor attention_primitives(const at::Tensor& q_in, const at::Tensor& k_in, 
 
   at::Tensor scores = memory::empty(scores_sizes, q.options().dtype(at::kFloat));
   at::Tensor probs = ctype == at::kFloat ? scores : memory::empty(scores_sizes, q.options());
-  const auto scores_mem = onednn::wrap(scores), probs_mem = onednn::wrap(probs);
-  std::unordered_map<int, dnnl::memory> args{
-      {DNNL_ARG_SRC, onednn::wrap(q)}, {DNNL_ARG_WEIGHTS, onednn::wrap(kt)}, {DNNL_ARG_DST, scores_mem}};
-  if (mask.defined()) args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, onednn::wrap(mask));
-  onednn::execute(p.scores, p.scores_pd.scratchpad_desc(), std::move(args));
-  onednn::execute(p.softmax, p.softmax_pd.scratchpad_desc(),
-                  {{DNNL_ARG_SRC, scores_mem}, {DNNL_ARG_DST, probs_mem}});
-  onednn::execute(p.context, p.context_pd.scratchpad_desc(),
-                  {{DNNL_ARG_SRC, probs_mem}, {DNNL_ARG_WEIGHTS, onednn::wrap(v)},
-                   {DNNL_ARG_DST, onednn::wrap(out_view)}});
+  onednn::CallArgs args{{DNNL_ARG_SRC, q.data_ptr()}, {DNNL_ARG_WEIGHTS, kt.data_ptr()},
+                        {DNNL_ARG_DST, scores.data_ptr()}};
+  if (mask.defined()) args.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, mask.data_ptr());
+  (*p.scores)(args);
+  (*p.softmax)({{DNNL_ARG_SRC, scores.data_ptr()}, {DNNL_ARG_DST, probs.data_ptr()}});
+  (*p.context)({{DNNL_ARG_SRC, probs.data_ptr()}, {DNNL_ARG_WEIGHTS, v.data_ptr()},
+                {DNNL_ARG_DST, out_view.data_ptr()}});
   return ctype == type ? out : out.to(type);
 }
 

@@ -15,13 +15,15 @@ using dnnl::algorithm;
 
 struct ConvPrimitive : onednn::CachedPrimitive {
   dnnl::convolution_forward::primitive_desc pd;
-  dnnl::convolution_forward prim;
+  onednn::Runner run;  // arguments: src, weights, dst (, bias)
   // Torch memory formats that lie exactly as oneDNN's chosen src / dst layouts (none: blocked).
   std::optional<at::MemoryFormat> src_format, dst_format;
-  ConvPrimitive(dnnl::convolution_forward::primitive_desc p, at::IntArrayRef src_sizes,
+  ConvPrimitive(dnnl::convolution_forward::primitive_desc p, bool bias, at::IntArrayRef src_sizes,
                 at::IntArrayRef dst_sizes, at::ScalarType type)
       : pd(std::move(p)),
-        prim(pd),
+        run(pd, dnnl::convolution_forward(pd),
+            bias ? std::vector<int>{DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS}
+                 : std::vector<int>{DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST}),
         src_format(onednn::torch_format_of(pd.src_desc(), src_sizes, type)),
         dst_format(onednn::torch_format_of(pd.dst_desc(), dst_sizes, type)) {}
 };
@@ -119,7 +121,7 @@ std::shared_ptr<ConvPrimitive> conv_primitive(const ConvParams& p, const at::Ten
     if (onednn::is_reference(pd))
       pd = create(onednn::any_desc(input.sizes(), p.compute_type),
                   onednn::any_desc(p.out_sizes, p.compute_type));
-    return std::make_shared<ConvPrimitive>(std::move(pd), input.sizes(), p.out_sizes,
+    return std::make_shared<ConvPrimitive>(std::move(pd), bias.defined(), input.sizes(), p.out_sizes,
                                            p.compute_type);
   });
   return std::static_pointer_cast<ConvPrimitive>(made);
@@ -187,30 +189,29 @@ at::Tensor conv_forward(const ConvParams& p, const at::Tensor& input, const at::
     winograd::conv2d_3x3(onednn::to_channels_last(src_tensor), weight, bias, p.padding,
                          epilogue->first, epilogue->second, out);
   } else {
-    const auto& pd = conv->pd;
-    at::Tensor src_keep;
-    auto src = conv->src_format && src_tensor.is_contiguous(*conv->src_format)
-                   ? onednn::wrap(src_tensor, pd.src_desc())
-                   : onednn::as_layout(src_tensor, pd.src_desc(), src_keep);
-    auto wei = onednn::prepacked_weight(weight, pd.weights_desc(), [&] {
+    const auto& dst_md = conv->run.md(DNNL_ARG_DST);
+    const at::Tensor src = conv->src_format && src_tensor.is_contiguous(*conv->src_format)
+                               ? src_tensor
+                               : onednn::as_layout(src_tensor, conv->run.md(DNNL_ARG_SRC));
+    const at::Tensor wei = onednn::prepacked_weight(weight, conv->run.md(DNNL_ARG_WEIGHTS), [&] {
       return onednn::plain_desc(weight.view(grouped_weight_dims(weight, p.groups)));
     });
-    at::Tensor dst_buffer = out.defined() ? out : onednn::buffer(pd.dst_desc());
-    dnnl::memory dst(pd.dst_desc(), onednn::engine(), dst_buffer.data_ptr());
+    const at::Tensor dst = out.defined() ? out : onednn::buffer(dst_md);
     if (other && !(out.defined() && out.is_same(*other))) {  // the sum post-op adds what dst holds
       if (out.defined()) {
         out.copy_(other->expand(p.out_sizes));
       } else {
-        onednn::reorder(onednn::wrap(other->expand(p.out_sizes).to(p.compute_type).contiguous()), dst);
+        onednn::reorder(onednn::wrap(other->expand(p.out_sizes).to(p.compute_type).contiguous()),
+                        dnnl::memory(dst_md, onednn::engine(), dst.data_ptr()));
       }
     }
-    std::unordered_map<int, dnnl::memory> args{
-        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei.memory}, {DNNL_ARG_DST, dst}};
-    if (bias.defined()) args.emplace(DNNL_ARG_BIAS, onednn::wrap(bias));
-    onednn::execute(conv->prim, pd.scratchpad_desc(), std::move(args));
+    onednn::CallArgs args{{DNNL_ARG_SRC, src.data_ptr()}, {DNNL_ARG_WEIGHTS, wei.data_ptr()},
+                          {DNNL_ARG_DST, dst.data_ptr()}};
+    if (bias.defined()) args.add(DNNL_ARG_BIAS, bias.data_ptr());
+    conv->run(args);
     if (!out.defined()) {  // blocked layout: reorder back into a plain tensor
       out = memory::empty(p.out_sizes, input.options().dtype(p.compute_type), user_format);
-      onednn::reorder(dst, onednn::wrap(out));
+      onednn::reorder(dnnl::memory(dst_md, onednn::engine(), dst.data_ptr()), onednn::wrap(out));
     }
   }
   if (into_other) {

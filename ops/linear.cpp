@@ -54,17 +54,18 @@ at::Tensor linear_forward(const at::Tensor& input, const at::Tensor& weight,
     auto pd = bias.defined()
                   ? pd_t(onednn::engine(), prop, src_md, wei_md, onednn::plain_desc(bias), dst_md, attr)
                   : pd_t(onednn::engine(), prop, src_md, wei_md, dst_md, attr);
-    return std::make_shared<LinearPrimitive>(std::move(pd));
+    std::vector<int> args{DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
+    if (bias.defined()) args.push_back(DNNL_ARG_BIAS);
+    return std::make_shared<LinearPrimitive>(std::move(pd), args);
   });
   const auto& ip = static_cast<const LinearPrimitive&>(*made);
-  auto wei = onednn::prepacked_weight(weight, ip.pd.weights_desc(),
-                                      [&] { return onednn::plain_desc(weight); });
+  const at::Tensor wei = onednn::prepacked_weight(weight, ip.run.md(DNNL_ARG_WEIGHTS),
+                                                  [&] { return onednn::plain_desc(weight); });
   at::Tensor out = memory::empty({m, n}, src.options());
-  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, onednn::wrap(src)},
-                                             {DNNL_ARG_WEIGHTS, wei.memory},
-                                             {DNNL_ARG_DST, onednn::wrap(out)}};
-  if (bias.defined()) args.emplace(DNNL_ARG_BIAS, onednn::wrap(bias));
-  onednn::execute(ip.prim, ip.pd.scratchpad_desc(), std::move(args));
+  onednn::CallArgs args{{DNNL_ARG_SRC, src.data_ptr()}, {DNNL_ARG_WEIGHTS, wei.data_ptr()},
+                        {DNNL_ARG_DST, out.data_ptr()}};
+  if (bias.defined()) args.add(DNNL_ARG_BIAS, bias.data_ptr());
+  ip.run(args);
   return out.to(input.scalar_type()).view(out_sizes);
 }
 

@@ -5,8 +5,10 @@
 
 #include <ATen/Parallel.h>
 #include <torch/library.h>
+#include <c10/core/impl/alloc_cpu.h>
 #include <c10/util/intrusive_ptr.h>
 
+#include <algorithm>
 #include <cstring>
 #include <list>
 #include <mutex>
@@ -83,15 +85,11 @@ at::Tensor to_channels_last(const at::Tensor& t) {
   return out;
 }
 
-dnnl::memory as_layout(const at::Tensor& t, const dnnl::memory::desc& md, at::Tensor& keep) {
+at::Tensor as_layout(const at::Tensor& t, const dnnl::memory::desc& md) {
   auto have = plain_desc(t);
-  if (have == md) {
-    keep = t;
-    return wrap(t, md);
-  }
-  keep = buffer(md);
-  auto out = dnnl::memory(md, engine(), keep.data_ptr());
-  reorder(wrap(t, have), out);
+  if (have == md) return t;
+  at::Tensor out = buffer(md);
+  reorder(wrap(t, have), dnnl::memory(md, engine(), out.data_ptr()));
   return out;
 }
 
@@ -229,19 +227,18 @@ std::shared_ptr<CachedPrimitive> cached_primitive(
   return cache.get_or_create(key, create);
 }
 
-PackedWeight prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc& wanted_md,
-                              const std::function<dnnl::memory::desc()>& user_md) {
+at::Tensor prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc& wanted_md,
+                            const std::function<dnnl::memory::desc()>& user_md) {
   std::lock_guard<std::mutex> lock(weight_mu());
   auto& entry = weight_entry(weight);
   for (const auto& [md, buffer] : entry.layouts)
-    if (md == wanted_md) return {dnnl::memory(md, engine(), buffer.data_ptr()), buffer};
+    if (md == wanted_md) return buffer;
 
   at::Tensor buffer = at::empty({static_cast<int64_t>(wanted_md.get_size())},
                                 weight.options().dtype(at::kByte));
-  dnnl::memory out(wanted_md, engine(), buffer.data_ptr());
-  reorder(wrap(weight, user_md()), out);
+  reorder(wrap(weight, user_md()), dnnl::memory(wanted_md, engine(), buffer.data_ptr()));
   entry.layouts.emplace_back(wanted_md, buffer);
-  return {out, buffer};
+  return buffer;
 }
 
 at::Tensor derived_weight(const at::Tensor& weight, const std::string& tag,
@@ -289,12 +286,86 @@ at::ScalarType compute_type(at::ScalarType t) {
   return t == at::kBFloat16 && !native_bf16() ? at::kFloat : t;
 }
 
-void execute(const dnnl::primitive& prim, const dnnl::memory::desc& scratchpad_md,
-             std::unordered_map<int, dnnl::memory> args) {
-  auto scratch = buffer(scratchpad_md);
-  args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(scratchpad_md, engine(), scratch.data_ptr()));
-  prim.execute(stream(), args);
+namespace {
+
+// This thread's scratchpad, at least `bytes` long. Primitives run one at a time on a thread and
+// are waited for, so one buffer serves them all.
+void* thread_scratchpad(size_t bytes) {
+  struct Buffer {
+    void* data = nullptr;
+    size_t size = 0;
+    ~Buffer() { c10::free_cpu(data); }
+  };
+  thread_local Buffer buffer;
+  if (bytes > buffer.size) {
+    c10::free_cpu(buffer.data);
+    buffer.data = nullptr;  // (alloc_cpu throws on failure: no dangling pointer left behind)
+    buffer.size = 0;
+    buffer.data = c10::alloc_cpu(bytes);
+    buffer.size = bytes;
+  }
+  return buffer.data;
+}
+
+}  // namespace
+
+Runner::Runner(const dnnl::primitive_desc_base& pd, dnnl::primitive prim, const std::vector<int>& args,
+               std::vector<std::pair<int, dnnl::memory::desc>> more)
+    : prim_(std::move(prim)), args_(std::move(more)) {
+  for (int id : args) args_.emplace_back(id, pd.query_md(dnnl::query::exec_arg_md, id));
+  auto scratchpad = pd.scratchpad_desc();
+  scratchpad_bytes_ = scratchpad.get_size();
+  if (scratchpad_bytes_ > 0) args_.emplace_back(DNNL_ARG_SCRATCHPAD, std::move(scratchpad));
+}
+
+const dnnl::memory::desc& Runner::md(int id) const {
+  for (const auto& [arg, md] : args_)
+    if (arg == id) return md;
+  TORCH_INTERNAL_ASSERT(false, "jitfuse: primitive argument ", id, " was not declared");
+}
+
+void Runner::operator()(const CallArgs& data) const {
+  std::unique_ptr<MemorySet> set;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!idle_.empty()) {
+      set = std::move(idle_.back());
+      idle_.pop_back();
+    }
+  }
+  if (!set) {
+    set = std::make_unique<MemorySet>();
+    for (const auto& arg : args_) {
+      set->memory.emplace_back(arg.second, engine(), static_cast<void*>(DNNL_MEMORY_NONE));
+      set->data.push_back(nullptr);
+    }
+  }
+  const int given = data.size() + (scratchpad_bytes_ > 0 ? 1 : 0);
+  TORCH_INTERNAL_ASSERT(given == static_cast<int>(args_.size()), "jitfuse: a primitive call passed ",
+                        data.size(), " arguments, its primitive takes ", args_.size());
+  std::array<dnnl_exec_arg_t, 17> exec{};
+  for (size_t i = 0; i < args_.size(); ++i) {
+    const int id = args_[i].first;
+    const void* ptr = nullptr;
+    if (id == DNNL_ARG_SCRATCHPAD) {
+      ptr = thread_scratchpad(scratchpad_bytes_);
+    } else {
+      const auto* found = std::find_if(data.begin(), data.end(), [&](const auto& a) { return a.first == id; });
+      TORCH_INTERNAL_ASSERT(found != data.end(), "jitfuse: primitive argument ", id, " not passed");
+      ptr = found->second;
+    }
+    if (set->data[i] != ptr) {  // (setting a handle zero-pads blocked layouts: only when it moves)
+      set->memory[i].set_data_handle(const_cast<void*>(ptr));
+      set->data[i] = ptr;
+    }
+    exec[i] = {id, set->memory[i].get()};
+  }
+  dnnl::error::wrap_c_api(
+      dnnl_primitive_execute(prim_.get(), stream().get(), static_cast<int>(args_.size()), exec.data()),
+      "jitfuse: could not run a oneDNN primitive");
   stream().wait();
+  std::lock_guard<std::mutex> lock(mu_);
+  idle_.push_back(std::move(set));
 }
 
 std::optional<at::MemoryFormat> torch_format_of(const dnnl::memory::desc& md, at::IntArrayRef sizes,
@@ -396,33 +467,34 @@ void set_int8_attr(dnnl::primitive_attr& attr, int weight_mask, bool src_zero_po
   }
 }
 
-namespace {
-
-template <class T>
-dnnl::memory scalar_memory(T* value, dnnl::memory::data_type type) {
-  return dnnl::memory({{1}, type, dnnl::memory::format_tag::a}, engine(), value);
+std::vector<std::pair<int, dnnl::memory::desc>> int8_arg_descs(int64_t weight_scales, bool src_zero_point,
+                                                               const Int8Output& out) {
+  using dt = dnnl::memory::data_type;
+  auto vector = [](int64_t n, dt type) { return dnnl::memory::desc({n}, type, dnnl::memory::format_tag::a); };
+  std::vector<std::pair<int, dnnl::memory::desc>> args{
+      {DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, vector(1, dt::f32)},
+      {DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, vector(weight_scales, dt::f32)}};
+  if (src_zero_point) args.emplace_back(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, vector(1, dt::s32));
+  if (out.dtype) {
+    args.emplace_back(DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, vector(1, dt::f32));
+    if (out.zero_point != 0) args.emplace_back(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, vector(1, dt::s32));
+  }
+  return args;
 }
 
-}  // namespace
-
-void add_int8_args(std::unordered_map<int, dnnl::memory>& args, Int8Args& values, double src_scale,
-                   int64_t src_zero_point, const at::Tensor& weight_scales, const Int8Output& out) {
-  using dt = dnnl::memory::data_type;
+void add_int8_args(CallArgs& args, Int8Args& values, double src_scale, int64_t src_zero_point,
+                   const at::Tensor& weight_scales, const Int8Output& out) {
   values.src_scale = static_cast<float>(src_scale);
-  args.emplace(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, scalar_memory(&values.src_scale, dt::f32));
+  args.add(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, &values.src_scale);
   values.src_zero_point = static_cast<int32_t>(src_zero_point);
-  if (values.src_zero_point != 0)
-    args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, scalar_memory(&values.src_zero_point, dt::s32));
+  if (values.src_zero_point != 0) args.add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, &values.src_zero_point);
   values.weight_scales = weight_scales.reshape({-1}).contiguous();
-  args.emplace(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
-               dnnl::memory({{values.weight_scales.numel()}, dt::f32, dnnl::memory::format_tag::a},
-                            engine(), values.weight_scales.data_ptr()));
+  args.add(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, values.weight_scales.data_ptr());
   if (out.dtype) {
     values.dst_scale = static_cast<float>(out.scale);
-    args.emplace(DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, scalar_memory(&values.dst_scale, dt::f32));
+    args.add(DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, &values.dst_scale);
     values.dst_zero_point = static_cast<int32_t>(out.zero_point);
-    if (values.dst_zero_point != 0)
-      args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, scalar_memory(&values.dst_zero_point, dt::s32));
+    if (values.dst_zero_point != 0) args.add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, &values.dst_zero_point);
   }
 }
 

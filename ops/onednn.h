@@ -6,11 +6,14 @@
 #include <ATen/ATen.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <array>
 #include <functional>
+#include <initializer_list>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
-#include <unordered_map>
+#include <utility>
 #include <vector>
 
 // torch's include tree ships newer oneDNN headers; the build must pick ours (onednn-devel 2023.2.0).
@@ -42,9 +45,9 @@ void reorder(const dnnl::memory& from, const dnnl::memory& to);
 // slower.
 at::Tensor to_channels_last(const at::Tensor& t);
 
-// A tensor of `md`'s layout: `t` itself when it already lies that way, otherwise a reorder of it.
-// The returned memory keeps its storage alive through `keep`.
-dnnl::memory as_layout(const at::Tensor& t, const dnnl::memory::desc& md, at::Tensor& keep);
+// `t`'s data in `md`'s layout: `t` itself when it already lies that way, otherwise a reorder of
+// it into a byte buffer.
+at::Tensor as_layout(const at::Tensor& t, const dnnl::memory::desc& md);
 
 // A post-op list, in order (oneDNN applies them to the accumulator).
 struct PostOp {
@@ -63,6 +66,7 @@ dnnl::primitive_attr make_attr(const PostOps& post_ops);
 // on every call).
 class Key {
  public:
+  Key() { v_.reserve(64); }  // one allocation for a typical key, not one per doubling
   Key& operator<<(int64_t v) { v_.push_back(v); return *this; }
   Key& operator<<(double v);
   Key& operator<<(at::IntArrayRef v);
@@ -75,17 +79,73 @@ class Key {
   std::vector<int64_t> v_;
 };
 
+// The data of one primitive call: (DNNL_ARG_*, pointer) per argument.
+class CallArgs {
+ public:
+  CallArgs() = default;
+  CallArgs(std::initializer_list<std::pair<int, const void*>> args) {
+    for (const auto& [id, data] : args) add(id, data);
+  }
+  CallArgs& add(int id, const void* data) {
+    TORCH_INTERNAL_ASSERT(size_ < kMax, "jitfuse: too many primitive arguments");
+    args_[size_++] = {id, data};
+    return *this;
+  }
+  const std::pair<int, const void*>* begin() const { return args_.data(); }
+  const std::pair<int, const void*>* end() const { return args_.data() + size_; }
+  int size() const { return size_; }
+
+ private:
+  static constexpr int kMax = 16;
+  std::array<std::pair<int, const void*>, kMax> args_{};
+  int size_ = 0;
+};
+
+// A primitive ready to run: the layouts of its arguments recorded once, and memory objects for
+// them kept between calls, so a call only points them at its data. (Building descriptors and
+// memory objects per call was most of a small op's host time: ~150 allocations per int8
+// convolution.) Concurrent calls each take their own set of memory objects.
+class Runner {
+ public:
+  // `args`: the arguments every call passes (DNNL_ARG_*), laid out as `pd` says; `more`: those
+  // `pd` does not describe (scales, zero points), with their layouts.
+  Runner(const dnnl::primitive_desc_base& pd, dnnl::primitive prim, const std::vector<int>& args,
+         std::vector<std::pair<int, dnnl::memory::desc>> more = {});
+  Runner(const Runner&) = delete;
+  Runner& operator=(const Runner&) = delete;
+
+  // Runs the primitive on `data` (each argument given at construction, in any order), with a
+  // scratchpad of this thread's, and waits for it.
+  void operator()(const CallArgs& data) const;
+  // The layout the primitive expects for argument `id` (given at construction).
+  const dnnl::memory::desc& md(int id) const;
+
+ private:
+  struct MemorySet {
+    std::vector<dnnl::memory> memory;  // one per argument, in args_'s order
+    std::vector<const void*> data;     // what each points at now
+  };
+  dnnl::primitive prim_;
+  size_t scratchpad_bytes_ = 0;
+  std::vector<std::pair<int, dnnl::memory::desc>> args_;
+  mutable std::mutex mu_;
+  mutable std::vector<std::unique_ptr<MemorySet>> idle_;
+};
+
 // Primitive cache: process-wide LRU. oneDNN fixes a primitive's thread count when it is created,
 // so the key always includes the current thread count.
 struct CachedPrimitive {
   virtual ~CachedPrimitive() = default;
 };
-// A oneDNN primitive with its descriptor (P: dnnl::matmul, dnnl::convolution_forward, ...).
+// A oneDNN primitive with its descriptor and its runner (P: dnnl::matmul,
+// dnnl::convolution_forward, ...); `args` and `more` as Runner's.
 template <class P>
 struct Primitive : CachedPrimitive {
   typename P::primitive_desc pd;
-  P prim;
-  explicit Primitive(typename P::primitive_desc p) : pd(std::move(p)), prim(pd) {}
+  Runner run;
+  Primitive(typename P::primitive_desc p, const std::vector<int>& args,
+            std::vector<std::pair<int, dnnl::memory::desc>> more = {})
+      : pd(std::move(p)), run(pd, P(pd), args, std::move(more)) {}
 };
 std::shared_ptr<CachedPrimitive> cached_primitive(
     Key key, const std::function<std::shared_ptr<CachedPrimitive>()>& create);
@@ -93,14 +153,10 @@ std::shared_ptr<CachedPrimitive> cached_primitive(
 // A constant weight reordered once into the layout a primitive wants. `user_md` describes
 // `weight`'s own storage (possibly regrouped). Keyed by the weight tensor's identity and version:
 // a freed or modified weight is never served stale.
-// `user_md` is only asked for on a miss. `storage` keeps the packed bytes alive for the call even
-// if another thread replaces the cache entry meanwhile.
-struct PackedWeight {
-  dnnl::memory memory;
-  at::Tensor storage;
-};
-PackedWeight prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc& wanted_md,
-                              const std::function<dnnl::memory::desc()>& user_md);
+// `user_md` is only asked for on a miss. The returned tensor holds the packed bytes (and keeps
+// them alive for the call even if another thread replaces the cache entry meanwhile).
+at::Tensor prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc& wanted_md,
+                            const std::function<dnnl::memory::desc()>& user_md);
 
 // A tensor derived once from a constant weight (a transformed copy of it), cached with the
 // weight's prepacked layouts under the same identity and version rules. `tag` names the
@@ -120,10 +176,6 @@ void check_input_and_weight(const char* op, const at::Tensor& input, const at::T
 // The type a primitive computes in for tensors of type `t`: bf16 only where oneDNN has optimized
 // bf16 kernels, else f32 (converted with ATen, rounded back once).
 at::ScalarType compute_type(at::ScalarType t);
-
-// Runs a primitive with a user scratchpad (primitives are shared across threads).
-void execute(const dnnl::primitive& prim, const dnnl::memory::desc& scratchpad_md,
-             std::unordered_map<int, dnnl::memory> args);
 
 // Whether oneDNN dispatches to AMX (bf16/int8 tile instructions) on this CPU.
 bool has_amx();
@@ -173,14 +225,17 @@ bool has_vnni();
 // not 0), weight per output channel (`weight_mask`) or per tensor, output per tensor.
 void set_int8_attr(dnnl::primitive_attr& attr, int weight_mask, bool src_zero_point,
                    const Int8Output& out);
-// The matching runtime arguments. `Int8Args` holds the scalars they point to: keep it alive
-// until the primitive ran.
+// The arguments those attributes add (for Runner's `more`): `weight_scales` of them.
+std::vector<std::pair<int, dnnl::memory::desc>> int8_arg_descs(int64_t weight_scales, bool src_zero_point,
+                                                               const Int8Output& out);
+// Their data for one call. `Int8Args` holds the scalars they point to: keep it alive until the
+// primitive ran.
 struct Int8Args {
   float src_scale = 1.f, dst_scale = 1.f;
   int32_t src_zero_point = 0, dst_zero_point = 0;
   at::Tensor weight_scales;
 };
-void add_int8_args(std::unordered_map<int, dnnl::memory>& args, Int8Args& values, double src_scale,
-                   int64_t src_zero_point, const at::Tensor& weight_scales, const Int8Output& out);
+void add_int8_args(CallArgs& args, Int8Args& values, double src_scale, int64_t src_zero_point,
+                   const at::Tensor& weight_scales, const Int8Output& out);
 
 }  // namespace jitfuse::onednn

@@ -65,13 +65,14 @@ void pool(dnnl::algorithm alg, const at::Tensor& src, const at::Tensor& dst, con
     dnnl::memory::dims dil{g.dilation[0] - 1, g.dilation[1] - 1};  // oneDNN counts the gaps
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    return std::make_shared<PoolPrimitive>(dnnl::pooling_forward::primitive_desc(
-        onednn::engine(), dnnl::prop_kind::forward_inference, alg, onednn::plain_desc(src),
-        onednn::plain_desc(dst), g.stride, g.kernel, dil, g.padding, g.pad_r, attr));
+    return std::make_shared<PoolPrimitive>(
+        dnnl::pooling_forward::primitive_desc(onednn::engine(), dnnl::prop_kind::forward_inference, alg,
+                                              onednn::plain_desc(src), onednn::plain_desc(dst), g.stride,
+                                              g.kernel, dil, g.padding, g.pad_r, attr),
+        std::vector<int>{DNNL_ARG_SRC, DNNL_ARG_DST});
   });
   const auto& p = static_cast<const PoolPrimitive&>(*made);
-  onednn::execute(p.prim, p.pd.scratchpad_desc(),
-                  {{DNNL_ARG_SRC, onednn::wrap(src)}, {DNNL_ARG_DST, onednn::wrap(dst)}});
+  p.run({{DNNL_ARG_SRC, src.data_ptr()}, {DNNL_ARG_DST, dst.data_ptr()}});
 }
 
 bool onednn_float(const at::Tensor& x) {

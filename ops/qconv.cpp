@@ -178,23 +178,25 @@ at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tens
                                     p.stride, dil, p.padding, p.padding, attr)
                              : pd_t(eng, prop, alg, src_md, wei, dst_md, p.stride, dil, p.padding,
                                     p.padding, attr);
-    return std::make_shared<QConvPrimitive>(std::move(pd));
+    std::vector<int> args{DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
+    if (bias.defined()) args.push_back(DNNL_ARG_BIAS);
+    if (other.defined()) args.push_back(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1);
+    return std::make_shared<QConvPrimitive>(std::move(pd), args,
+                                            onednn::int8_arg_descs(weight_scales.numel(), src_zp, out));
   });
   const auto& conv = static_cast<const QConvPrimitive&>(*made);
-  auto wei = onednn::prepacked_weight(qw, conv.pd.weights_desc(), [&] {
+  const at::Tensor wei = onednn::prepacked_weight(qw, conv.run.md(DNNL_ARG_WEIGHTS), [&] {
     return dnnl::memory::desc(weight_dims, dnnl::memory::data_type::s8,
                               groups > 1 ? dnnl::memory::format_tag::goihw
                                          : dnnl::memory::format_tag::oihw);
   });
-  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, onednn::wrap(src)},
-                                             {DNNL_ARG_WEIGHTS, wei.memory},
-                                             {DNNL_ARG_DST, onednn::wrap(dst)}};
-  if (bias.defined()) args.emplace(DNNL_ARG_BIAS, onednn::wrap(bias));
-  if (other.defined())
-    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, onednn::wrap(other));
+  onednn::CallArgs args{{DNNL_ARG_SRC, src.data_ptr()}, {DNNL_ARG_WEIGHTS, wei.data_ptr()},
+                        {DNNL_ARG_DST, dst.data_ptr()}};
+  if (bias.defined()) args.add(DNNL_ARG_BIAS, bias.data_ptr());
+  if (other.defined()) args.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, other.data_ptr());
   onednn::Int8Args values;
   onednn::add_int8_args(args, values, x.scale, x.zero_point, weight_scales, out);
-  onednn::execute(conv.prim, conv.pd.scratchpad_desc(), std::move(args));
+  conv.run(args);
   return dst;
 }
 

@@ -102,19 +102,21 @@ at::Tensor qlinear_forward(const at::Tensor& qx, double x_scale, int64_t x_zero_
     auto pd = bias_row.defined()
                   ? pd_t(eng, src_md, wei, onednn::plain_desc(bias_row), dst_md, attr)
                   : pd_t(eng, src_md, wei, dst_md, attr);
-    return std::make_shared<QLinearPrimitive>(std::move(pd));
+    std::vector<int> args{DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
+    if (bias_row.defined()) args.push_back(DNNL_ARG_BIAS);
+    if (other.defined()) args.push_back(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1);
+    return std::make_shared<QLinearPrimitive>(std::move(pd), args,
+                                              onednn::int8_arg_descs(weight_scales.numel(), src_zp, out));
   });
   const auto& mm = static_cast<const QLinearPrimitive&>(*made);
-  auto wei = onednn::prepacked_weight(qw, mm.pd.weights_desc(), [&] { return user_weight; });
-  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, onednn::wrap(src)},
-                                             {DNNL_ARG_WEIGHTS, wei.memory},
-                                             {DNNL_ARG_DST, onednn::wrap(dst)}};
-  if (bias_row.defined()) args.emplace(DNNL_ARG_BIAS, onednn::wrap(bias_row));
-  if (other.defined())
-    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, onednn::wrap(other));
+  const at::Tensor wei = onednn::prepacked_weight(qw, mm.run.md(DNNL_ARG_WEIGHTS), [&] { return user_weight; });
+  onednn::CallArgs args{{DNNL_ARG_SRC, src.data_ptr()}, {DNNL_ARG_WEIGHTS, wei.data_ptr()},
+                        {DNNL_ARG_DST, dst.data_ptr()}};
+  if (bias_row.defined()) args.add(DNNL_ARG_BIAS, bias_row.data_ptr());
+  if (other.defined()) args.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, other.data_ptr());
   onednn::Int8Args values;
   onednn::add_int8_args(args, values, x_scale, x_zero_point, weight_scales, out);
-  onednn::execute(mm.prim, mm.pd.scratchpad_desc(), std::move(args));
+  mm.run(args);
   return dst.view(out_sizes);
 }
 
@@ -209,21 +211,22 @@ at::Tensor qlinear_dynamic_forward(const at::Tensor& x, const std::optional<at::
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     attr.set_scales_mask(DNNL_ARG_WEIGHTS, 1 << 1);
-    return std::make_shared<QLinearPrimitive>(dnnl::matmul::primitive_desc(
-        onednn::engine(), onednn::plain_desc(src), wei, onednn::plain_desc(dst), attr));
+    return std::make_shared<QLinearPrimitive>(
+        dnnl::matmul::primitive_desc(onednn::engine(), onednn::plain_desc(src), wei, onednn::plain_desc(dst), attr),
+        std::vector<int>{DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST},
+        std::vector<std::pair<int, dnnl::memory::desc>>{
+            {DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
+             dnnl::memory::desc({n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a)}});
   });
   const auto& mm = static_cast<const QLinearPrimitive&>(*made);
-  auto wei = onednn::prepacked_weight(qw, mm.pd.weights_desc(), [&] { return user_weight; });
+  const at::Tensor wei = onednn::prepacked_weight(qw, mm.run.md(DNNL_ARG_WEIGHTS), [&] { return user_weight; });
   const at::Tensor column = onednn::derived_weight(qw, "column_sums", [&] {
     return (qw.sum(1, /*keepdim=*/false, at::kFloat) * scales).contiguous();
   });
-  onednn::execute(mm.prim, mm.pd.scratchpad_desc(),
-                  {{DNNL_ARG_SRC, onednn::wrap(src)},
-                   {DNNL_ARG_WEIGHTS, wei.memory},
-                   {DNNL_ARG_DST, onednn::wrap(dst)},
-                   {DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
-                    dnnl::memory({{n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a},
-                                 onednn::engine(), scales.data_ptr())}});
+  mm.run({{DNNL_ARG_SRC, src.data_ptr()},
+          {DNNL_ARG_WEIGHTS, wei.data_ptr()},
+          {DNNL_ARG_DST, dst.data_ptr()},
+          {DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, scales.data_ptr()}});
   auto* finish = eltwise == algorithm::eltwise_relu       ? finish_rows_relu
                  : eltwise == algorithm::eltwise_gelu_erf ? finish_rows_gelu
                                                           : finish_rows_none;

@@ -109,12 +109,13 @@ at::Tensor add_layernorm(const at::Tensor& a, const at::Tensor& b, const at::Sca
 // ---- scaled, masked softmax over the last dim ------------------------------------------------
 
 struct MaskedSoftmaxPrimitives : onednn::CachedPrimitive {
-  dnnl::binary::primitive_desc add_pd;
-  dnnl::binary add;
-  dnnl::softmax_forward::primitive_desc softmax_pd;
-  dnnl::softmax_forward softmax;
-  MaskedSoftmaxPrimitives(dnnl::binary::primitive_desc a, dnnl::softmax_forward::primitive_desc s)
-      : add_pd(std::move(a)), add(add_pd), softmax_pd(std::move(s)), softmax(softmax_pd) {}
+  onednn::Runner add;      // scores * scale + mask
+  onednn::Runner softmax;  // in place
+  MaskedSoftmaxPrimitives(const dnnl::binary::primitive_desc& a, const dnnl::softmax_forward::primitive_desc& s)
+      : add(a, dnnl::binary(a), {DNNL_ARG_SRC_0, DNNL_ARG_SRC_1, DNNL_ARG_DST},
+            {{DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC_0,
+              dnnl::memory::desc({1}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a)}}),
+        softmax(s, dnnl::softmax_forward(s), {DNNL_ARG_SRC, DNNL_ARG_DST}) {}
 };
 
 // softmax(scores * scale + mask, -1); `mask` broadcasts to `scores` (BERT: batch x 1 x 1 x seq).
@@ -147,19 +148,15 @@ at::Tensor scaled_masked_softmax(const at::Tensor& scores, double scale, const a
         eng, dnnl::prop_kind::forward_inference, dnnl::algorithm::softmax_accurate,
         onednn::plain_desc(out), onednn::plain_desc(out), static_cast<int>(s.dim() - 1),
         softmax_attr);
-    return std::make_shared<MaskedSoftmaxPrimitives>(std::move(add_pd), std::move(softmax_pd));
+    return std::make_shared<MaskedSoftmaxPrimitives>(add_pd, softmax_pd);
   });
   const auto& p = static_cast<const MaskedSoftmaxPrimitives&>(*made);
-  float scale_f = static_cast<float>(scale);
-  dnnl::memory scale_mem({{1}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::x},
-                         onednn::engine(), &scale_f);
-  auto dst = onednn::wrap(out);
-  onednn::execute(p.add, p.add_pd.scratchpad_desc(),
-                  {{DNNL_ARG_SRC_0, onednn::wrap(s)},
-                   {DNNL_ARG_SRC_1, onednn::wrap(mk)},
-                   {DNNL_ARG_DST, dst},
-                   {DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC_0, scale_mem}});
-  onednn::execute(p.softmax, p.softmax_pd.scratchpad_desc(), {{DNNL_ARG_SRC, dst}, {DNNL_ARG_DST, dst}});
+  const float scale_f = static_cast<float>(scale);
+  p.add({{DNNL_ARG_SRC_0, s.data_ptr()},
+         {DNNL_ARG_SRC_1, mk.data_ptr()},
+         {DNNL_ARG_DST, out.data_ptr()},
+         {DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC_0, &scale_f}});
+  p.softmax({{DNNL_ARG_SRC, out.data_ptr()}, {DNNL_ARG_DST, out.data_ptr()}});
   return out.to(scores.scalar_type());
 }
 

@@ -172,10 +172,12 @@ std::shared_ptr<BatchedMatmul> gemm_primitive(int64_t rows, int64_t C, int64_t K
     const auto dt = onednn::data_type(type);
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    return std::make_shared<BatchedMatmul>(dnnl::matmul::primitive_desc(
-        onednn::engine(), dnnl::memory::desc({kPositions, rows, C}, dt, tag::abc),
-        dnnl::memory::desc({kPositions, C, K}, dt, tag::any),
-        dnnl::memory::desc({kPositions, rows, K}, dnnl::memory::data_type::f32, tag::abc), attr));
+    return std::make_shared<BatchedMatmul>(
+        dnnl::matmul::primitive_desc(onednn::engine(), dnnl::memory::desc({kPositions, rows, C}, dt, tag::abc),
+                                     dnnl::memory::desc({kPositions, C, K}, dt, tag::any),
+                                     dnnl::memory::desc({kPositions, rows, K}, dnnl::memory::data_type::f32, tag::abc),
+                                     attr),
+        std::vector<int>{DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST});
   });
   return std::static_pointer_cast<BatchedMatmul>(made);
 }
@@ -192,8 +194,8 @@ void run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Ten
   const at::Tensor u = onednn::derived_weight(weight, type == at::kFloat ? "winograd_f2x3" : "winograd_f2x3_bf16",
                                               [&] { return transform_weight(weight).to(type); });
   const auto gemm = gemm_primitive(rows, C, K, type);
-  const auto packed = onednn::prepacked_weight(u, gemm->pd.weights_desc(),
-                                               [&] { return onednn::plain_desc(u); });
+  const at::Tensor packed = onednn::prepacked_weight(u, gemm->run.md(DNNL_ARG_WEIGHTS),
+                                                     [&] { return onednn::plain_desc(u); });
   at::Tensor v = memory::empty({kPositions, rows, C}, input.options());
   at::Tensor m = memory::empty({kPositions, rows, K}, input.options().dtype(at::kFloat));
   const at::Tensor b32 = bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor();
@@ -201,7 +203,6 @@ void run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Ten
   T* vp = reinterpret_cast<T*>(v.data_ptr());
   T* y = reinterpret_cast<T*>(out.data_ptr());
   const float* b = b32.defined() ? b32.data_ptr<float>() : nullptr;
-  const auto v_mem = onednn::wrap(v), m_mem = onednn::wrap(m);
   for (int64_t first = 0; first < tiles; first += rows) {
     const int64_t count = std::min(rows, tiles - first);
     if (count < rows)  // the last chunk's unused rows: zeros, not stale (maybe denormal) floats
@@ -209,8 +210,7 @@ void run_chunks(const at::Tensor& input, const at::Tensor& weight, const at::Ten
     at::parallel_for(0, count, 8, [&](int64_t begin, int64_t end) {
       transform_input(x, t, first, begin, end, rows, vp);
     });
-    onednn::execute(gemm->prim, gemm->pd.scratchpad_desc(),
-                    {{DNNL_ARG_SRC, v_mem}, {DNNL_ARG_WEIGHTS, packed.memory}, {DNNL_ARG_DST, m_mem}});
+    gemm->run({{DNNL_ARG_SRC, v.data_ptr()}, {DNNL_ARG_WEIGHTS, packed.data_ptr()}, {DNNL_ARG_DST, m.data_ptr()}});
     at::parallel_for(0, count, 8, [&](int64_t begin, int64_t end) {
       transform_output(m.data_ptr<float>(), b, t, first, begin, end, rows, sum_alpha, relu, y);
     });
