@@ -180,6 +180,11 @@ class PrimitiveCache {
   std::unordered_map<Key, std::list<Entry>::iterator, KeyHash> index_;
 };
 
+// A tensor's version counter. Inference tensors (made under torch.inference_mode: a model frozen
+// or loaded there, or what an op derives from a weight there) have none, and asking throws; they
+// cannot be modified outside inference mode, so their identity and data pointer stand alone.
+int64_t version_of(const at::Tensor& t) { return t.is_inference() ? -2 : static_cast<int64_t>(t._version()); }
+
 // What jitfuse derives once from a constant weight: its layouts packed for primitives, transformed
 // copies, and for an int8 weight whether oneDNN computes it exactly here.
 struct WeightEntry {
@@ -192,7 +197,7 @@ struct WeightEntry {
   std::vector<std::pair<std::string, at::Tensor>> derived;
 
   bool still_describes(const at::Tensor& w) const {
-    return owner && !owner->expired() && data == w.data_ptr() && version == w._version();
+    return owner && !owner->expired() && data == w.data_ptr() && version == version_of(w);
   }
 };
 
@@ -210,7 +215,7 @@ WeightEntry& weight_entry(const at::Tensor& weight) {
     entry = WeightEntry{};
     entry.owner.emplace(weight.getIntrusivePtr());
     entry.data = weight.data_ptr();
-    entry.version = weight._version();
+    entry.version = version_of(weight);
     // Drop what belongs to weights that are gone.
     for (auto it = entries.begin(); it != entries.end();)
       it = !it->second.owner || it->second.owner->expired() ? entries.erase(it) : std::next(it);

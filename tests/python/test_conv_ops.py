@@ -123,6 +123,37 @@ def test_winograd_matches_direct_convolution(n, c, k, h, w, pad, tail, winograd_
         assert err <= 1e-5, err
 
 
+def test_ops_and_models_run_under_inference_mode(winograd_toggle):
+    """Under torch.inference_mode the weights (tensors made there) and what ops derive from them
+    (Winograd's transformed filter, the dynamic linears' column sums and smoothing reciprocals) are
+    inference tensors, which have no version counter: the weight caches must not ask for one."""
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        x = torch.randn(1, 64, 14, 14).contiguous(memory_format=torch.channels_last)
+        w, b = torch.randn(64, 64, 3, 3) * 0.05, torch.randn(64)
+        jitfuse.set_winograd_enabled(False)
+        direct = ops.conv2d_relu(x, w, b, *GEOM)
+        jitfuse.set_winograd_enabled(True)
+        winograd = ops.conv2d_relu(x, w, b, *GEOM)
+        assert not torch.equal(winograd, direct), "the Winograd path did not run"
+        torch.testing.assert_close(winograd, F.relu(F.conv2d(x, w, b, 1, 1)), rtol=1e-5, atol=1e-5)
+
+        xs, smooth = torch.randn(6, 32), torch.rand(32) + 0.5
+        qw, ws, bl = torch.randint(-64, 64, (16, 32), dtype=torch.int8), torch.rand(16) * 0.01, torch.randn(16)
+        got = ops.qlinear_dynamic(xs, smooth, qw, ws, bl)
+        torch.testing.assert_close(got, F.linear(xs / smooth, qw.float() * ws[:, None], bl), rtol=0, atol=0.05)
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU()).eval()
+    xm = torch.randn(1, 64, 14, 14)
+    with torch.inference_mode():
+        frozen = torch.jit.freeze(torch.jit.script(model))
+        for _ in range(3):
+            y = frozen(xm)
+        kinds = [n.kind() for n in torch.jit.last_executed_optimized_graph().nodes()]
+        assert "jitfuse::conv2d_relu" in kinds, kinds
+        torch.testing.assert_close(y, model(xm), rtol=1e-5, atol=1e-5)
+
+
 def test_winograd_leaves_other_convolutions_to_onednn(winograd_toggle):
     """Small (25 pixels), strided, dilated, grouped and narrow (fp32 and bf16) convolutions run the
     direct kernel: same bits whether Winograd is on or off."""
