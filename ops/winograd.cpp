@@ -252,10 +252,13 @@ bool serves(at::ScalarType compute_type, const at::Tensor& weight, at::IntArrayR
   if (everywhere()) return C % kLanes == 0 && K % kLanes == 0;
   // Narrower layers gain nothing: their GEMMs are too thin to run at the cores' peak. Measured on
   // AVX-512 (Zen 5, 2 threads, transforms on both threads), ResNet-50's 3x3 layers, direct time /
-  // Winograd time: float32 1.09-1.85x, bfloat16 1.01-1.67x, from 64 channels and 7x7 outputs at
+  // Winograd time: float32 1.09-1.85x from 64 channels, bfloat16 1.01-1.67x from 128 (below), and 7x7 outputs at
   // batch 1 up. With AMX, oneDNN's direct bfloat16 kernels are faster still.
   if (compute_type == at::kBFloat16 && onednn::has_amx()) return false;
-  const bool wide = C >= 64 && K >= 64;
+  // bfloat16 GEMMs run at twice the float32 rate, so the transforms weigh twice as much: at 64
+  // channels (ResNet-50's 56x56 layers) Winograd measured 0.84-0.99x direct at batch 1, 4 and 16
+  // (Zen 5, 2 threads), from 128 channels 1.25-1.3x.
+  const bool wide = compute_type == at::kBFloat16 ? C >= 128 && K >= 128 : C >= 64 && K >= 64;
   // The transformed weights are 16/9 the size of the filter: a call with few output pixels (5x5
   // and smaller at batch 1: 0.74-1.12x) spends as much time reading them as it saves.
   const bool enough_pixels = out_sizes[0] * out_sizes[2] * out_sizes[3] >= 49;
