@@ -200,8 +200,13 @@ void pack_keys(const bf16* k, const Shape& s, float* kt) { pack_keys_impl(k, s, 
 
 // Where the direct kernel beats the primitives (measured on AVX-512, Zen 5, 2 threads, float32):
 // heads of up to 64 wide and up to 512 keys, 1.0-1.4x (the most with many small heads: 8 x 12
-// heads of 48 x 32, 1.4x). With 128-wide heads its k^T and v leave the L1 cache: 0.8x.
-bool serves(int64_t d, int64_t dv, int64_t lk) { return d <= 64 && dv <= 64 && lk <= 512; }
+// heads of 48 x 32, 1.4x). With 128-wide heads its k^T and v leave the L1 cache: 0.8x. Only with
+// AVX-512: its register blocks (up to 16 sums of 16 floats) need 32 vector registers; the AVX2
+// clone (16 registers of 8 floats) spills most of them, and is unmeasured.
+bool serves(int64_t d, int64_t dv, int64_t lk) {
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  return avx512 && d <= 64 && dv <= 64 && lk <= 512;
+}
 
 // The element offset of batch entry n (row-major over `sizes`) in a tensor of `strides`.
 int64_t batch_offset(int64_t n, at::IntArrayRef sizes, at::IntArrayRef strides) {
