@@ -4,7 +4,8 @@
 // Two implementations, chosen per call:
 // - the direct kernel (below): one (batch, head) at a time on one thread, q, k and v read where
 //   they lie (views of a fused QKV projection included), scores kept in the caches, float32
-//   arithmetic. Used wherever the primitives would compute in float32.
+//   arithmetic. Used on AVX-512 CPUs where the primitives would compute in float32, for heads
+//   up to 64 wide and up to 512 keys (direct::serves).
 // - three oneDNN primitives on head-major copies of q, k, v: a batched matmul writing float32
 //   scores with the scale and the mask as post-ops, a softmax, and a batched matmul writing the
 //   context. Used for bfloat16 on CPUs with bf16 kernels (they multiply at twice the f32 rate).

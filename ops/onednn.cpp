@@ -304,8 +304,7 @@ void* thread_scratchpad(size_t bytes) {
   thread_local Buffer buffer;
   if (bytes > buffer.size) {
     c10::free_cpu(buffer.data);
-    buffer.data = nullptr;  // (alloc_cpu throws on failure: no dangling pointer left behind)
-    buffer.size = 0;
+    buffer = {};  // empty, should the allocation below throw
     buffer.data = c10::alloc_cpu(bytes);
     buffer.size = bytes;
   }
@@ -321,6 +320,7 @@ Runner::Runner(const dnnl::primitive_desc_base& pd, dnnl::primitive prim, const 
   auto scratchpad = pd.scratchpad_desc();
   scratchpad_bytes_ = scratchpad.get_size();
   if (scratchpad_bytes_ > 0) args_.emplace_back(DNNL_ARG_SCRATCHPAD, std::move(scratchpad));
+  TORCH_INTERNAL_ASSERT(args_.size() <= kMaxArgs, "jitfuse: a primitive with ", args_.size(), " arguments");
 }
 
 const dnnl::memory::desc& Runner::md(int id) const {
@@ -348,7 +348,7 @@ void Runner::operator()(const CallArgs& data) const {
   const int given = data.size() + (scratchpad_bytes_ > 0 ? 1 : 0);
   TORCH_INTERNAL_ASSERT(given == static_cast<int>(args_.size()), "jitfuse: a primitive call passed ",
                         data.size(), " arguments, its primitive takes ", args_.size());
-  std::array<dnnl_exec_arg_t, 17> exec{};
+  std::array<dnnl_exec_arg_t, kMaxArgs> exec{};
   for (size_t i = 0; i < args_.size(); ++i) {
     const int id = args_[i].first;
     const void* ptr = nullptr;

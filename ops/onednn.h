@@ -94,9 +94,9 @@ class CallArgs {
   const std::pair<int, const void*>* begin() const { return args_.data(); }
   const std::pair<int, const void*>* end() const { return args_.data() + size_; }
   int size() const { return size_; }
+  static constexpr int kMax = 16;
 
  private:
-  static constexpr int kMax = 16;
   std::array<std::pair<int, const void*>, kMax> args_{};
   int size_ = 0;
 };
@@ -121,6 +121,7 @@ class Runner {
   const dnnl::memory::desc& md(int id) const;
 
  private:
+  static constexpr size_t kMaxArgs = CallArgs::kMax + 1;  // and the scratchpad
   struct MemorySet {
     std::vector<dnnl::memory> memory;  // one per argument, in args_'s order
     std::vector<const void*> data;     // what each points at now
