@@ -86,7 +86,7 @@ template <int R, int W, class T>
 
 // One row of scores in place: + mask, softmax's exp(x - max) (padding lanes 0). Returns
 // 1 / sum, or NaN when the row holds a NaN after the max is taken (then, as in ATen's softmax,
-// every probability of the row is NaN).
+// every probability of the row is NaN: the context row, scaled by it, comes out all NaN).
 [[gnu::always_inline]] inline float softmax_row(float* x, const float* mask, const Shape& s) {
   const int64_t body = s.lk - s.lk % kLanes;
   const Ints tail_lanes = vec::first_lanes(s.lk - body);
@@ -146,15 +146,12 @@ template <int R, class T>
       default: context_block<R, 1>(scores, v, s, c0, inv_sum, out); break;
     }
   }
-  for (int r = 0; r < R; ++r) {
+  for (int r = 0; r < R; ++r)
     for (int64_t c = body; c < s.dv; ++c) {  // columns past the last whole vector
       float acc = 0.f;
       for (int64_t j = 0; j < s.lk; ++j) acc += scores[r * s.ldk + j] * widen(v[j * s.v_row + c]);
       vec::narrow(out + r * s.out_row + c, acc * inv_sum[r]);
     }
-    if (std::isnan(inv_sum[r]))  // a NaN softmax row: its whole context row is NaN
-      for (int64_t c = 0; c < s.dv; ++c) vec::narrow(out + r * s.out_row + c, inv_sum[r]);
-  }
 }
 
 // Query rows [begin, end) of one (batch, head). `kt` (d x ldk floats) holds k^T packed by

@@ -56,51 +56,6 @@ using bf16 = uint16_t;  // bfloat16 storage
   b += 0x7FFF + ((b >> 16) & 1);
   *p = static_cast<bf16>(b >> 16);
 }
-// max(v, 0) lane-wise; NaN stays NaN, as aten::relu. Integer operations only: GCC 12 turns a
-// comparison of 16-lane float vectors into 16 scalar steps on AVX2, integer ones it splits into
-// two native halves.
-[[gnu::always_inline]] inline Vec relu(Vec v) {
-  Ints bits;
-  std::memcpy(&bits, &v, sizeof bits);
-  const Ints nan = (bits & 0x7FFFFFFF) > 0x7F800000;  // all ones for NaN
-  bits &= ~((bits >> 31) & ~nan);                     // negative numbers (and -0) to +0
-  std::memcpy(&v, &bits, sizeof v);
-  return v;
-}
-
-// GELU, erf form: x Phi(x) = 0.5 x + 0.5 |x| erf(|x| / sqrt 2), the erf by a rational function
-// fitted for it by scripts/fit_gelu_erf.py (a P(a^2) / Q(a^2), a = |x|, weighted least squares
-// toward minimax on [0, 5.2]; beyond, erf is 1 within 2e-7). Error against float64: below 8.5e-7
-// absolute, 2e-7 relative for x > 0 (with FMA; 1.2e-6 and 2.8e-7 without), against ATen's float32
-// erf GELU's 1.5e-7 absolute in erf. It costs about 2/3 of ATen's on AVX-512: no exp, no table, one division.
-// No comparisons: GCC splits those of 16-lane vectors into scalars on AVX2. NaN stays NaN,
-// -inf gives NaN (as ATen).
-[[gnu::always_inline]] inline Vec gelu_erf(Vec x) {
-  const Vec h = 0.5f * x;
-  Bits bits;
-  std::memcpy(&bits, &h, sizeof bits);
-  bits &= 0x7FFFFFFFu;
-  Vec abs_h;
-  std::memcpy(&abs_h, &bits, sizeof abs_h);
-  const Vec a = abs_h + abs_h, t = a * a;
-  const Vec p = ((((4.946212683876183e-08f * t + 1.2815767149731982e-05f) * t + 3.137235180474818e-04f) * t +
-                  9.217292070388794e-03f) * t + 6.5089151263237e-02f) * t + 0.7978845238685608f;
-  const Vec q = ((((1.258866291209415e-06f * t + 7.04961275914684e-05f) * t + 1.8172034760937095e-03f) * t +
-                  2.7926700189709663e-02f) * t + 0.24824349582195282f) * t + 1.f;
-  const Vec erf = a * p / q;
-  // erf where a < 5.2, else 1: a >= 0, so its bits order as integers and the sign of their
-  // difference is the comparison.
-  constexpr int32_t kLimitBits = 0x40A66666;  // 5.2f
-  Ints a_bits, erf_bits;
-  std::memcpy(&a_bits, &a, sizeof a_bits);
-  std::memcpy(&erf_bits, &erf, sizeof erf_bits);
-  const Ints inside = (a_bits - kLimitBits) >> 31;
-  const Ints chosen = (erf_bits & inside) | (0x3F800000 & ~inside);  // 0x3F800000: 1.0f
-  Vec e;
-  std::memcpy(&e, &chosen, sizeof e);
-  return h + abs_h * e;
-}
-
 // The bits of floats as integers, and back.
 [[gnu::always_inline]] inline Ints bits_of(Vec v) {
   Ints b;
@@ -117,6 +72,39 @@ using bf16 = uint16_t;  // bfloat16 storage
   std::memcpy(&b, &x, sizeof b);
   return b;
 }
+// max(v, 0) lane-wise; NaN stays NaN, as aten::relu. Integer operations only: GCC 12 turns a
+// comparison of 16-lane float vectors into 16 scalar steps on AVX2, integer ones it splits into
+// two native halves.
+[[gnu::always_inline]] inline Vec relu(Vec v) {
+  const Ints bits = bits_of(v);
+  const Ints nan = (bits & 0x7FFFFFFF) > 0x7F800000;  // all ones for NaN
+  return float_of(bits & ~((bits >> 31) & ~nan));      // negative numbers (and -0) to +0
+}
+
+// GELU, erf form: x Phi(x) = 0.5 x + 0.5 |x| erf(|x| / sqrt 2), the erf by a rational function
+// fitted for it by scripts/fit_gelu_erf.py (a P(a^2) / Q(a^2), a = |x|, weighted least squares
+// toward minimax on [0, 5.2]; beyond, erf is 1 within 2e-7). Error against float64: below 8.5e-7
+// absolute, 2e-7 relative for x > 0 (with FMA; 1.2e-6 and 2.8e-7 without), against ATen's float32
+// erf GELU's 1.5e-7 absolute in erf. It costs about 2/3 of ATen's on AVX-512: no exp, no table, one division.
+// No comparisons: GCC splits those of 16-lane vectors into scalars on AVX2. NaN stays NaN,
+// -inf gives NaN (as ATen).
+[[gnu::always_inline]] inline Vec gelu_erf(Vec x) {
+  const Vec h = 0.5f * x;
+  const Vec abs_h = float_of(bits_of(h) & 0x7FFFFFFF);
+  const Vec a = abs_h + abs_h, t = a * a;
+  const Vec p = ((((4.946212683876183e-08f * t + 1.2815767149731982e-05f) * t + 3.137235180474818e-04f) * t +
+                  9.217292070388794e-03f) * t + 6.5089151263237e-02f) * t + 0.7978845238685608f;
+  const Vec q = ((((1.258866291209415e-06f * t + 7.04961275914684e-05f) * t + 1.8172034760937095e-03f) * t +
+                  2.7926700189709663e-02f) * t + 0.24824349582195282f) * t + 1.f;
+  const Vec erf = a * p / q;
+  // erf where a < 5.2, else 1: a >= 0, so its bits order as integers and the sign of their
+  // difference is the comparison.
+  constexpr int32_t kLimitBits = 0x40A66666;  // 5.2f
+  const Ints inside = (bits_of(a) - kLimitBits) >> 31;
+  const Vec e = float_of((bits_of(erf) & inside) | (0x3F800000 & ~inside));  // 0x3F800000: 1.0f
+  return h + abs_h * e;
+}
+
 // An integer that orders as the float of `bits` does (NaN aside); the mapping is its own inverse.
 // Floats are compared through it: GCC 12 splits a comparison of 16-lane float vectors into 16
 // scalar steps on AVX2, integer ones into two native halves.

@@ -1,6 +1,7 @@
-// ops/vec.h's GELU, relu, softmax exp and lane reductions in each instruction set jitfuse's kernels are cloned for (target_clones picks
-// one at load time, so the Python tests only ever reach the one of the machine at hand): compiled
-// here for AVX-512, AVX2 and the baseline, each run where the CPU has it, against float64.
+// ops/vec.h's GELU, relu, softmax exp and lane reductions in each instruction set jitfuse's
+// kernels are cloned for (target_clones picks one at load time, so the Python tests only ever
+// reach the one of the machine at hand): compiled here for AVX-512, AVX2 and the baseline, each
+// run where the CPU has it, against float64.
 #include "ops/vec.h"
 
 #include <gtest/gtest.h>
