@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 namespace jitfuse::quantize {
 namespace {
@@ -96,20 +97,21 @@ struct RowScale {
   const float inv = 1.f / scale;
   return {scale, inv, std::clamp(std::nearbyint(-row_lo * inv), 0.f, 255.f)};
 }
-// Columns [j, k) of the first pass: smoothed into scratch, the range widened.
+// Columns [j, k) of the first pass: smoothed into out[0, k - j), the range widened.
 template <class T>
 [[gnu::always_inline]] inline void smooth_columns(const T* x, const float* inv_smooth, int64_t j, int64_t k,
-                                                  float* scratch, float& row_lo, float& row_hi) {
-  for (; j < k; ++j) {
-    scratch[j] = vec::widen(x[j]) * (inv_smooth ? inv_smooth[j] : 1.f);
-    row_lo = std::min(row_lo, scratch[j]);
-    row_hi = std::max(row_hi, scratch[j]);
+                                                  float* out, float& row_lo, float& row_hi) {
+  for (; j < k; ++j, ++out) {
+    *out = vec::widen(x[j]) * (inv_smooth ? inv_smooth[j] : 1.f);
+    row_lo = std::min(row_lo, *out);
+    row_hi = std::max(row_hi, *out);
   }
 }
-// Columns [j, k) of the second pass.
-[[gnu::always_inline]] inline void quantize_columns(const float* scratch, int64_t j, int64_t k, const RowScale& p,
+// Columns [j, k) of the second pass: the smoothed values[0, k - j) into q[j, k).
+[[gnu::always_inline]] inline void quantize_columns(const float* values, int64_t j, int64_t k, const RowScale& p,
                                                     uint8_t* q) {
-  for (; j < k; ++j) q[j] = static_cast<uint8_t>(std::clamp(std::nearbyint(scratch[j] * p.inv + p.zero_point), 0.f, 255.f));
+  for (; j < k; ++j, ++values)
+    q[j] = static_cast<uint8_t>(std::clamp(std::nearbyint(*values * p.inv + p.zero_point), 0.f, 255.f));
 }
 
 // One row: x_k * inv_smooth_k quantized to uint8 with the row's own scale and zero point. The
@@ -127,7 +129,7 @@ template <class T>
     lo = v < lo ? v : lo;
     hi = v > hi ? v : hi;
   }
-  smooth_columns(x, inv_smooth, body, k, scratch, row_lo, row_hi);
+  smooth_columns(x, inv_smooth, body, k, scratch + body, row_lo, row_hi);
   for (int64_t l = 0; l < kLanes; ++l) {
     row_lo = std::min(row_lo, lo[l]);
     row_hi = std::max(row_hi, hi[l]);
@@ -138,7 +140,7 @@ template <class T>
     const U8 out = __builtin_convertvector(__builtin_convertvector(v, Ints), U8);
     __builtin_memcpy(q + j, &out, sizeof out);
   }
-  quantize_columns(scratch, body, k, p, q);
+  quantize_columns(scratch + body, body, k, p, q);
   *scale_out = p.scale;
   *zero_point_out = p.zero_point;
 }
@@ -181,7 +183,7 @@ template <class T>
       hi = _mm256_max_ps(v, hi);
     }
     float row_lo = 0.f, row_hi = 0.f;
-    smooth_columns(row, inv_smooth, body, k, scratch, row_lo, row_hi);
+    smooth_columns(row, inv_smooth, body, k, scratch + body, row_lo, row_hi);
     alignas(32) float lanes_lo[8], lanes_hi[8];
     _mm256_store_ps(lanes_lo, lo);
     _mm256_store_ps(lanes_hi, hi);
@@ -201,9 +203,70 @@ template <class T>
       const __m128i halves = _mm_packus_epi32(_mm256_castsi256_si128(ints), _mm256_extracti128_si256(ints, 1));
       _mm_storel_epi64(reinterpret_cast<__m128i*>(out + j), _mm_packus_epi16(halves, halves));
     }
-    quantize_columns(scratch, body, k, p, out);
+    quantize_columns(scratch + body, body, k, p, out);
     scales[r] = p.scale;
     zero_points[r] = p.zero_point;
+  }
+}
+
+// The AVX-512 build of quantize_row, the dynamic linears' hot path. A row of 384 takes 24 vectors
+// per pass but about 150 cycles of scalar work between the passes (its range, two divisions), so
+// rows go in groups: the first pass of 8 rows, their 8 scales, then their second passes, the
+// scalar chains overlapping. Nothing goes through scratch: the second pass reads the row again
+// (from L1) and smooths it again, the same product. Its loop is five instructions per 16 values
+// (clamping before rounding is the same as after, the bounds being integers). Same values as the
+// generic build bit for bit.
+[[gnu::target("avx512f")]] inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+[[gnu::target("avx512f")]] inline __m512 load16(const vec::bf16* p) {
+  const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+template <class T>
+[[gnu::target("avx512f")]] inline __m512 smoothed16(const T* row, const float* inv_smooth, int64_t j) {
+  const __m512 v = load16(row + j);
+  return inv_smooth ? _mm512_mul_ps(v, _mm512_loadu_ps(inv_smooth + j)) : v;
+}
+
+template <class T>
+[[gnu::target("avx512f")]] void quantize_rows_avx512(const T* x, const float* inv_smooth, int64_t begin, int64_t end,
+                                                     int64_t k, uint8_t* q, float* scales, float* zero_points) {
+  constexpr int64_t kGroup = 8;
+  const int64_t body = k - k % 16;
+  for (int64_t first = begin; first < end; first += kGroup) {
+    const int64_t count = std::min(kGroup, end - first);
+    RowScale p[kGroup];
+    float tail[kGroup][16];  // the last k % 16 columns, smoothed
+    for (int64_t i = 0; i < count; ++i) {
+      const T* row = x + (first + i) * k;
+      __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+      for (int64_t j = 0; j < body; j += 16) {
+        const __m512 v = smoothed16(row, inv_smooth, j);
+        lo = _mm512_min_ps(v, lo);  // v < lo ? v : lo, as the generic code: NaN leaves lo
+        hi = _mm512_max_ps(v, hi);
+      }
+      float row_lo = 0.f, row_hi = 0.f;
+      smooth_columns(row, inv_smooth, body, k, tail[i], row_lo, row_hi);
+      // Lanes hold no NaN and no -0 (min and max keep the +0 they start from), so the order of
+      // the reduction cannot change the result.
+      row_lo = std::min(row_lo, _mm512_reduce_min_ps(lo));
+      row_hi = std::max(row_hi, _mm512_reduce_max_ps(hi));
+      p[i] = row_scale(row_lo, row_hi);
+    }
+    for (int64_t i = 0; i < count; ++i) {
+      const T* row = x + (first + i) * k;
+      const __m512 inv16 = _mm512_set1_ps(p[i].inv), zp16 = _mm512_set1_ps(p[i].zero_point);
+      const __m512 bottom = _mm512_setzero_ps(), top = _mm512_set1_ps(255.f);
+      uint8_t* out = q + (first + i) * k;
+      for (int64_t j = 0; j < body; j += 16) {
+        __m512 v = _mm512_fmadd_ps(smoothed16(row, inv_smooth, j), inv16, zp16);
+        v = _mm512_min_ps(_mm512_max_ps(v, bottom), top);  // NaN becomes 0, as the generic conversion makes it
+        const __m512i ints = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), _mm512_cvtepi32_epi8(ints));
+      }
+      quantize_columns(tail[i], body, k, p[i], out);
+      scales[first + i] = p[i].scale;
+      zero_points[first + i] = p[i].zero_point;
+    }
   }
 }
 
@@ -233,9 +296,10 @@ template <class Q>
   for (; i < n; ++i) q[i] = quantize_one<Q>(x[i], inv_scale, zero_point, lo, hi);
 }
 
-// Which build of a quantizer runs: the AVX2 one where the CPU has AVX2 and FMA but not AVX-512
-// (or where a test asks for it), else the cloned generic one.
-enum class Build { native, avx2, generic };
+// Which build of a quantizer runs: the row quantizer's AVX-512 one where the CPU has AVX-512, the
+// AVX2 one where it has AVX2 and FMA but not AVX-512 (or where a test asks for either), else the
+// cloned generic one.
+enum class Build { native, avx512, avx2, generic };
 bool avx2_build_available() {
   static const bool available = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return available;
@@ -244,10 +308,19 @@ bool use_avx2(Build build) {
   static const bool preferred = avx2_build_available() && !__builtin_cpu_supports("avx512f");
   return build == Build::avx2 || (build == Build::native && preferred);
 }
-Build parse_build(const char* op, c10::string_view name) {
-  TORCH_CHECK(name == "avx2" || name == "generic", "jitfuse ", op, ": kernel must be 'avx2' or 'generic'");
+// Only the row quantizer has an AVX-512 build; elsewhere the generic one is AVX-512 code already.
+bool avx512_build_available() {
+  static const bool available = __builtin_cpu_supports("avx512f");
+  return available;
+}
+bool use_avx512(Build build) { return build == Build::avx512 || (build == Build::native && avx512_build_available()); }
+// A test op's `kernel` argument: "generic", "avx2", or (`avx512_too`) "avx512".
+Build parse_build(const char* op, c10::string_view name, bool avx512_too = false) {
+  const bool known = name == "avx2" || name == "generic" || (avx512_too && name == "avx512");
+  TORCH_CHECK(known, "jitfuse ", op, ": kernel must be ", avx512_too ? "'avx512', " : "", "'avx2' or 'generic'");
   TORCH_CHECK(name != "avx2" || avx2_build_available(), "jitfuse ", op, ": this CPU has no AVX2 and FMA");
-  return name == "avx2" ? Build::avx2 : Build::generic;
+  TORCH_CHECK(name != "avx512" || avx512_build_available(), "jitfuse ", op, ": this CPU has no AVX-512");
+  return name == "avx2" ? Build::avx2 : name == "avx512" ? Build::avx512 : Build::generic;
 }
 
 }  // namespace
@@ -331,17 +404,22 @@ Rows per_row_with(const at::Tensor& x_in, const at::Tensor& inv_smooth, Build bu
            memory::empty({rows}, f32)};
   const float* s = inv.defined() ? inv.data_ptr<float>() : nullptr;
   at::parallel_for(0, rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(k, 1)), [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(k);
+    std::vector<float> scratch(use_avx512(build) ? 0 : k);  // the AVX-512 build needs none
     auto* q = out.values.data_ptr<uint8_t>();
     auto* scales = out.scales.data_ptr<float>();
     auto* zps = out.zero_points.data_ptr<float>();
     const auto* bf16 = reinterpret_cast<const vec::bf16*>(x.data_ptr());
-    if (use_avx2(build) && x.scalar_type() == at::kFloat)
-      quantize_rows_avx2(x.data_ptr<float>(), s, begin, end, k, scratch.data(), q, scales, zps);
+    const auto* x32 = x.scalar_type() == at::kFloat ? x.data_ptr<float>() : nullptr;
+    if (use_avx512(build) && x32)
+      quantize_rows_avx512(x32, s, begin, end, k, q, scales, zps);
+    else if (use_avx512(build))
+      quantize_rows_avx512(bf16, s, begin, end, k, q, scales, zps);
+    else if (use_avx2(build) && x32)
+      quantize_rows_avx2(x32, s, begin, end, k, scratch.data(), q, scales, zps);
     else if (use_avx2(build))
       quantize_rows_avx2(bf16, s, begin, end, k, scratch.data(), q, scales, zps);
-    else if (x.scalar_type() == at::kFloat)
-      quantize_rows(x.data_ptr<float>(), s, begin, end, k, scratch.data(), q, scales, zps);
+    else if (x32)
+      quantize_rows(x32, s, begin, end, k, scratch.data(), q, scales, zps);
     else
       quantize_rows(bf16, s, begin, end, k, scratch.data(), q, scales, zps);
   });
@@ -365,7 +443,7 @@ at::Tensor dequantize_per_tensor_op(const at::Tensor& q, double scale, int64_t z
 // For tests: the quantizers with a chosen build ("avx2", "generic"), to compare them on one machine.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_rows_op(const at::Tensor& x, const std::optional<at::Tensor>& inv_smooth,
                                                                 c10::string_view kernel) {
-  auto rows = per_row_with(x, inv_smooth ? *inv_smooth : at::Tensor(), parse_build("_quantize_rows", kernel));
+  auto rows = per_row_with(x, inv_smooth ? *inv_smooth : at::Tensor(), parse_build("_quantize_rows", kernel, /*avx512_too=*/true));
   return {rows.values, rows.scales, rows.zero_points};
 }
 at::Tensor quantize_per_tensor_build_op(const at::Tensor& x, double scale, int64_t zero_point, at::ScalarType dtype,

@@ -281,31 +281,46 @@ def test_dynamic_linear_sees_smoothing_factors_changed_in_place():
     assert not torch.equal(after, before)
 
 
-def has_avx2_rows():
+def has_rows_build(kernel):
     try:
-        jq._quantize_rows(torch.zeros(1, 8), None, "avx2")
+        jq._quantize_rows(torch.zeros(1, 8), None, kernel)
         return True
     except RuntimeError:
         return False
 
 
-@pytest.mark.skipif(not has_avx2_rows(), reason="no AVX2 and FMA on this CPU")
+def has_avx2_rows():
+    return has_rows_build("avx2")
+
+
+@pytest.mark.parametrize("kernel", [
+    pytest.param("avx2", marks=pytest.mark.skipif(not has_rows_build("avx2"), reason="no AVX2 and FMA on this CPU")),
+    pytest.param("avx512", marks=pytest.mark.skipif(not has_rows_build("avx512"), reason="no AVX-512 on this CPU")),
+])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_row_quantizer_avx2_build_matches_the_generic_one(dtype):
-    """The AVX2 build of the dynamic linears' row quantizer (8-lane intrinsics: GCC 12 turns the
-    generic code's 16-lane comparisons into scalars there) gives the generic build's values bit for
-    bit: every width's tail, zero rows, NaN and inf, with and without smoothing factors."""
+def test_row_quantizer_builds_match_the_generic_one(dtype, kernel):
+    """The intrinsics builds of the dynamic linears' row quantizer give the generic build's values
+    bit for bit: AVX2 (8 lanes: GCC 12 turns the generic code's 16-lane comparisons into scalars
+    there) and AVX-512 (rows in groups of 8, no scratch): every width's tail, row counts that leave
+    a partial group, zero rows, denormal ranges, NaN and +-inf, with and without smoothing factors."""
     torch.manual_seed(0)
-    for k in (1, 7, 8, 16, 37, 384):
-        x = (torch.randn(20, k) * torch.rand(20, 1) * 10).to(dtype)
-        x[3, 0], x[5, -1] = float("nan"), float("inf")
-        x[4] = 0
-        for inv_smooth in (None, torch.rand(k) + 0.5):
-            got = jq._quantize_rows(x, inv_smooth, "avx2")
-            want = jq._quantize_rows(x, inv_smooth, "generic")
-            for g, w in zip(got, want):
-                assert torch.equal(g.nan_to_num(-1.0), w.nan_to_num(-1.0)), (k, inv_smooth is None)
-    values, scales, zero_points = jq._quantize_rows(torch.tensor([[-1.0, 0.0, 3.0]]), None, "avx2")
+    for k in (1, 7, 8, 15, 16, 17, 37, 384):
+        for rows in (20, 3):
+            x = torch.randn(rows, k) * torch.rand(rows, 1) * 10
+            x[0, -1] = float("nan")
+            x[-1, 0] = float("inf")
+            if rows > 3:
+                x[1] = 0
+                x[2, 0] = float("-inf")
+                x[3] = 1e-44  # a range so small that 1 / scale overflows
+                x[4, ::2] = -1e-44
+            x = x.to(dtype)
+            for inv_smooth in (None, torch.rand(k) + 0.5):
+                got = jq._quantize_rows(x, inv_smooth, kernel)
+                want = jq._quantize_rows(x, inv_smooth, "generic")
+                for g, w in zip(got, want):
+                    assert torch.equal(g.nan_to_num(-1.0), w.nan_to_num(-1.0)), (k, rows, inv_smooth is None)
+    values, scales, zero_points = jq._quantize_rows(torch.tensor([[-1.0, 0.0, 3.0]]), None, kernel)
     assert values.tolist() == [[0, 64, 255]] and zero_points.tolist() == [64.0]
     assert scales.tolist() == [pytest.approx(4 / 255)]
 
