@@ -168,57 +168,44 @@ void quantize_rows(const vec::bf16* x, const float* inv_smooth, int64_t begin, i
 }
 
 template <class T>
-[[gnu::target("avx2,fma")]] inline __m256 smoothed8(const T* row, const float* inv_smooth, int64_t j) {
-  const __m256 v = load8(row + j);
-  return inv_smooth ? _mm256_mul_ps(v, _mm256_loadu_ps(inv_smooth + j)) : v;
-}
-
-// Rows in groups of 8 and no scratch, as the AVX-512 build below (which says why).
-template <class T>
 [[gnu::target("avx2,fma")]] void quantize_rows_avx2(const T* x, const float* inv_smooth, int64_t begin, int64_t end,
-                                                    int64_t k, uint8_t* q, float* scales, float* zero_points) {
-  constexpr int64_t kGroup = 8;
+                                                    int64_t k, float* scratch, uint8_t* q, float* scales,
+                                                    float* zero_points) {
   const int64_t body = k - k % 8;
-  for (int64_t first = begin; first < end; first += kGroup) {
-    const int64_t count = std::min(kGroup, end - first);
-    RowScale p[kGroup];
-    float tail[kGroup][8];  // the last k % 8 columns, smoothed
-    for (int64_t i = 0; i < count; ++i) {
-      const T* row = x + (first + i) * k;
-      __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
-      for (int64_t j = 0; j < body; j += 8) {
-        const __m256 v = smoothed8(row, inv_smooth, j);
-        lo = _mm256_min_ps(v, lo);  // v < lo ? v : lo, as the generic code: NaN leaves lo
-        hi = _mm256_max_ps(v, hi);
-      }
-      float row_lo = 0.f, row_hi = 0.f;
-      smooth_columns(row, inv_smooth, body, k, tail[i], row_lo, row_hi);
-      alignas(32) float lanes_lo[8], lanes_hi[8];
-      _mm256_store_ps(lanes_lo, lo);
-      _mm256_store_ps(lanes_hi, hi);
-      for (int l = 0; l < 8; ++l) {
-        row_lo = std::min(row_lo, lanes_lo[l]);
-        row_hi = std::max(row_hi, lanes_hi[l]);
-      }
-      p[i] = row_scale(row_lo, row_hi);
+  for (int64_t r = begin; r < end; ++r) {
+    const T* row = x + r * k;
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    for (int64_t j = 0; j < body; j += 8) {
+      __m256 v = load8(row + j);
+      if (inv_smooth) v = _mm256_mul_ps(v, _mm256_loadu_ps(inv_smooth + j));
+      _mm256_storeu_ps(scratch + j, v);
+      lo = _mm256_min_ps(v, lo);  // v < lo ? v : lo, as the generic code: NaN leaves lo
+      hi = _mm256_max_ps(v, hi);
     }
-    const __m256 magic = _mm256_set1_ps(12582912.f), top = _mm256_set1_ps(255.f);
-    for (int64_t i = 0; i < count; ++i) {
-      const T* row = x + (first + i) * k;
-      const __m256 inv8 = _mm256_set1_ps(p[i].inv), zp8 = _mm256_set1_ps(p[i].zero_point);
-      uint8_t* out = q + (first + i) * k;
-      for (int64_t j = 0; j < body; j += 8) {
-        __m256 v = _mm256_fmadd_ps(smoothed8(row, inv_smooth, j), inv8, zp8);
-        v = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);  // round half to even
-        v = _mm256_min_ps(top, _mm256_max_ps(_mm256_setzero_ps(), v));  // NaN stays NaN (then 0), as above
-        const __m256i ints = _mm256_cvttps_epi32(v);
-        const __m128i halves = _mm_packus_epi32(_mm256_castsi256_si128(ints), _mm256_extracti128_si256(ints, 1));
-        _mm_storel_epi64(reinterpret_cast<__m128i*>(out + j), _mm_packus_epi16(halves, halves));
-      }
-      quantize_columns(tail[i], body, k, p[i], out);
-      scales[first + i] = p[i].scale;
-      zero_points[first + i] = p[i].zero_point;
+    float row_lo = 0.f, row_hi = 0.f;
+    smooth_columns(row, inv_smooth, body, k, scratch + body, row_lo, row_hi);
+    alignas(32) float lanes_lo[8], lanes_hi[8];
+    _mm256_store_ps(lanes_lo, lo);
+    _mm256_store_ps(lanes_hi, hi);
+    for (int l = 0; l < 8; ++l) {
+      row_lo = std::min(row_lo, lanes_lo[l]);
+      row_hi = std::max(row_hi, lanes_hi[l]);
     }
+    const RowScale p = row_scale(row_lo, row_hi);
+    const __m256 inv8 = _mm256_set1_ps(p.inv), zp8 = _mm256_set1_ps(p.zero_point), magic = _mm256_set1_ps(12582912.f);
+    const __m256 top = _mm256_set1_ps(255.f);
+    uint8_t* out = q + r * k;
+    for (int64_t j = 0; j < body; j += 8) {
+      __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(scratch + j), inv8, zp8);
+      v = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);  // round half to even
+      v = _mm256_min_ps(top, _mm256_max_ps(_mm256_setzero_ps(), v));  // NaN stays NaN (then 0), as above
+      const __m256i ints = _mm256_cvttps_epi32(v);
+      const __m128i halves = _mm_packus_epi32(_mm256_castsi256_si128(ints), _mm256_extracti128_si256(ints, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(out + j), _mm_packus_epi16(halves, halves));
+    }
+    quantize_columns(scratch + body, body, k, p, out);
+    scales[r] = p.scale;
+    zero_points[r] = p.zero_point;
   }
 }
 
@@ -417,7 +404,7 @@ Rows per_row_with(const at::Tensor& x_in, const at::Tensor& inv_smooth, Build bu
            memory::empty({rows}, f32)};
   const float* s = inv.defined() ? inv.data_ptr<float>() : nullptr;
   at::parallel_for(0, rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(k, 1)), [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(use_avx512(build) || use_avx2(build) ? 0 : k);  // the intrinsics builds need none
+    std::vector<float> scratch(use_avx512(build) ? 0 : k);  // the AVX-512 build needs none
     auto* q = out.values.data_ptr<uint8_t>();
     auto* scales = out.scales.data_ptr<float>();
     auto* zps = out.zero_points.data_ptr<float>();
@@ -428,9 +415,9 @@ Rows per_row_with(const at::Tensor& x_in, const at::Tensor& inv_smooth, Build bu
     else if (use_avx512(build))
       quantize_rows_avx512(bf16, s, begin, end, k, q, scales, zps);
     else if (use_avx2(build) && x32)
-      quantize_rows_avx2(x32, s, begin, end, k, q, scales, zps);
+      quantize_rows_avx2(x32, s, begin, end, k, scratch.data(), q, scales, zps);
     else if (use_avx2(build))
-      quantize_rows_avx2(bf16, s, begin, end, k, q, scales, zps);
+      quantize_rows_avx2(bf16, s, begin, end, k, scratch.data(), q, scales, zps);
     else if (x32)
       quantize_rows(x32, s, begin, end, k, scratch.data(), q, scales, zps);
     else
