@@ -118,7 +118,12 @@ at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tens
                                    groups, other_in, relu, out);
     return other_in.values.copy_(y);
   }
-  at::Tensor other = other_in.defined() && !int8_sum ? other_in.as_float() : at::Tensor();
+  // An int8 operand of a float32 result: a binary post-op reads its integers and linear post-ops
+  // around it bring the sum to their scale, (y / scale - zero_point + value) * scale, instead of
+  // a pass that widens the operand to float32 first (4x its bytes, written then read).
+  const bool int8_operand = exact && !out.dtype && other_in.defined() && other_in.scale &&
+                            other_in.values.sizes() == at::IntArrayRef(p.out_sizes);
+  at::Tensor other = other_in.defined() && !int8_sum && !int8_operand ? other_in.as_float() : at::Tensor();
   if (!exact || (other.defined() && other.sizes() != at::IntArrayRef(p.out_sizes))) {
     // The convolution alone, then the sum and relu as the unfused graph does them: for an added
     // tensor that broadcasts, and for weights oneDNN would saturate on this CPU (in float32).
@@ -144,7 +149,19 @@ at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tens
   const int weight_mask = onednn::per_channel(weight_scales) ? (groups > 1 ? 3 : 1) : 0;
   const bool src_zp = x.zero_point != 0;
   PostOps post;
-  if (other.defined()) post.push_back({PostOp::binary, algorithm::binary_add, 0.f, 0.f, onednn::plain_desc(other)});
+  at::Tensor addend;  // what the binary post-op reads, if there is one
+  if (other.defined()) {
+    addend = other;
+    post.push_back({PostOp::binary, algorithm::binary_add, 0.f, 0.f, onednn::plain_desc(other)});
+  }
+  if (int8_operand) {
+    addend = onednn::to_channels_last(other_in.values);
+    const auto scale = static_cast<float>(*other_in.scale);
+    post.push_back({PostOp::eltwise, algorithm::eltwise_linear, 1.f / scale, -static_cast<float>(other_in.zero_point)});
+    post.push_back({PostOp::binary, algorithm::binary_add, 0.f, 0.f, onednn::plain_desc(addend)});
+    post.push_back({PostOp::eltwise, algorithm::eltwise_linear, scale, 0.f});
+  }
+  const int binary_arg = DNNL_ARG_ATTR_MULTIPLE_POST_OP(int8_operand ? 1 : 0) | DNNL_ARG_SRC_1;
   if (int8_sum) {
     if (!int8_sum_in_place) {
       const at::Tensor integers = onednn::to_channels_last(other_in.values);
@@ -180,7 +197,7 @@ at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tens
                                     p.padding, attr);
     std::vector<int> args{DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
     if (bias.defined()) args.push_back(DNNL_ARG_BIAS);
-    if (other.defined()) args.push_back(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1);
+    if (addend.defined()) args.push_back(binary_arg);
     return std::make_shared<QConvPrimitive>(std::move(pd), args,
                                             onednn::int8_arg_descs(weight_scales.numel(), src_zp, out));
   });
@@ -193,7 +210,7 @@ at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tens
   onednn::CallArgs args{{DNNL_ARG_SRC, src.data_ptr()}, {DNNL_ARG_WEIGHTS, wei.data_ptr()},
                         {DNNL_ARG_DST, dst.data_ptr()}};
   if (bias.defined()) args.add(DNNL_ARG_BIAS, bias.data_ptr());
-  if (other.defined()) args.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, other.data_ptr());
+  if (addend.defined()) args.add(binary_arg, addend.data_ptr());
   onednn::Int8Args values;
   onednn::add_int8_args(args, values, x.scale, x.zero_point, weight_scales, out);
   conv.run(args);

@@ -394,6 +394,34 @@ class Residual(nn.Module):
         return out * identity.sum() if self.read_identity_later else out
 
 
+@pytest.mark.parametrize("op", ["qconv2d_sum", "qconv2d_sum_relu"])
+@pytest.mark.parametrize("other_dtype, other_zero_point", [(torch.uint8, 7), (torch.int8, -3)])
+@pytest.mark.parametrize("batch, channels_last", [(1, True), (3, False)])
+def test_an_int8_operand_of_a_float_result_matches_float64(op, other_dtype, other_zero_point, batch, channels_last):
+    """conv + dequantize(other) with a float32 result (a network's last residual block): the kernel
+    reads the operand's integers itself, (y / scale - zero_point + value) * scale in its post-ops,
+    rather than a pass widening them to float32 first. Within 1e-6 of the output's range of the
+    same sum computed in float64 (the widening path: 1e-7)."""
+    torch.manual_seed(0)
+    lo, hi = (0, 256) if other_dtype == torch.uint8 else (-128, 128)
+    x = torch.randint(0, 256, (batch, 32, 6, 6), dtype=torch.uint8)
+    other = torch.randint(lo, hi, (batch, 48, 6, 6), dtype=other_dtype)
+    if channels_last:
+        x, other = x.contiguous(memory_format=torch.channels_last), other.contiguous(memory_format=torch.channels_last)
+    w, w_scales = qweight(48, 32 * 9, bits=8)
+    w = w.view(48, 32, 3, 3)
+    bias = torch.randn(48)
+    got = getattr(jq, op)(x, 0.02, 3, w, w_scales.flatten(), bias, [1, 1], [1, 1], [1, 1], 1, other, 0.05,
+                          other_zero_point, 1.0, 0, None)
+    assert got.dtype == torch.float32
+    conv = F.conv2d((x.double() - 3) * 0.02, w.double() * w_scales.double().view(-1, 1, 1, 1), bias.double(),
+                    padding=1)
+    want = conv + (other.double() - other_zero_point) * 0.05
+    if op.endswith("relu"):
+        want = want.relu()
+    assert (got.double() - want).abs().max().item() <= 1e-6 * want.abs().max().item()
+
+
 @pytest.mark.parametrize("read_identity_later", [False, True], ids=["dead operand", "read later"])
 def test_int8_sum_in_place_only_into_a_dead_operand(read_identity_later):
     from deploy_models import int8_model
