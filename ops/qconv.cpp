@@ -80,6 +80,31 @@ QConvParams check_qconv(const QInput& x, const at::Tensor& qw, const at::Tensor&
   return p;
 }
 
+// Whether oneDNN runs an int8 convolution whose post-ops read a uint8 operand between two linear
+// ones with an optimized kernel on this CPU (asked once, as a small convolution): else the operand
+// is widened to float32 first, as before.
+bool int8_operand_post_ops_supported() {
+  static const bool supported = [] {
+    using md = dnnl::memory::desc;
+    using dt = dnnl::memory::data_type;
+    const auto nhwc = dnnl::memory::format_tag::nhwc;
+    const md src({1, 16, 4, 4}, dt::u8, nhwc), dst({1, 16, 4, 4}, dt::f32, nhwc), operand({1, 16, 4, 4}, dt::u8, nhwc);
+    PostOps post{{PostOp::eltwise, algorithm::eltwise_linear, 2.f, -1.f},
+                 {PostOp::binary, algorithm::binary_add, 0.f, 0.f, operand},
+                 {PostOp::eltwise, algorithm::eltwise_linear, 0.5f, 0.f}};
+    try {
+      dnnl::convolution_forward::primitive_desc pd(
+          onednn::engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src,
+          md({16, 16, 1, 1}, dt::s8, dnnl::memory::format_tag::any), dst, {1, 1}, {0, 0}, {0, 0},
+          onednn::make_attr(post));
+      return !onednn::is_reference(pd);
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return supported;
+}
+
 // Everything in channels_last: oneDNN's int8 kernels work on NHWC. `in_place`: the result goes
 // into other_in.values (the `_` ops), which must be able to hold it.
 at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tensor& weight_scales,
@@ -122,7 +147,8 @@ at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tens
   // around it bring the sum to their scale, (y / scale - zero_point + value) * scale, instead of
   // a pass that widens the operand to float32 first (4x its bytes, written then read).
   const bool int8_operand = exact && !out.dtype && other_in.defined() && other_in.scale &&
-                            other_in.values.sizes() == at::IntArrayRef(p.out_sizes);
+                            other_in.values.sizes() == at::IntArrayRef(p.out_sizes) &&
+                            int8_operand_post_ops_supported();
   at::Tensor other = other_in.defined() && !int8_sum && !int8_operand ? other_in.as_float() : at::Tensor();
   if (!exact || (other.defined() && other.sizes() != at::IntArrayRef(p.out_sizes))) {
     // The convolution alone, then the sum and relu as the unfused graph does them: for an added
