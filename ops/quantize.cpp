@@ -15,7 +15,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <type_traits>
+#include <cstring>
+#include <vector>
 
 namespace jitfuse::quantize {
 namespace {
