@@ -441,7 +441,8 @@ at::Tensor dequantize_per_tensor_op(const at::Tensor& q, double scale, int64_t z
   return dequantize(q, scale, zero_point);
 }
 
-// For tests: the quantizers with a chosen build ("avx2", "generic"), to compare them on one machine.
+// For tests: the quantizers with a chosen build ("avx2", "generic"; rows also "avx512"), to compare
+// them on one machine.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_rows_op(const at::Tensor& x, const std::optional<at::Tensor>& inv_smooth,
                                                                 c10::string_view kernel) {
   auto rows = per_row_with(x, inv_smooth ? *inv_smooth : at::Tensor(), parse_build("_quantize_rows", kernel, /*avx512_too=*/true));
