@@ -202,7 +202,7 @@ at::Tensor conv_forward(const ConvParams& p, const at::Tensor& input, const at::
         out.copy_(other->expand(p.out_sizes));
       } else {
         onednn::reorder(onednn::wrap(other->expand(p.out_sizes).to(p.compute_type).contiguous()),
-                        dnnl::memory(dst_md, onednn::engine(), dst.data_ptr()));
+                        onednn::wrap(dst, dst_md));
       }
     }
     onednn::CallArgs args{{DNNL_ARG_SRC, src.data_ptr()}, {DNNL_ARG_WEIGHTS, wei.data_ptr()},
@@ -211,7 +211,7 @@ at::Tensor conv_forward(const ConvParams& p, const at::Tensor& input, const at::
     conv->run(args);
     if (!out.defined()) {  // blocked layout: reorder back into a plain tensor
       out = memory::empty(p.out_sizes, input.options().dtype(p.compute_type), user_format);
-      onednn::reorder(dnnl::memory(dst_md, onednn::engine(), dst.data_ptr()), onednn::wrap(out));
+      onednn::reorder(onednn::wrap(dst, dst_md), onednn::wrap(out));
     }
   }
   if (into_other) {

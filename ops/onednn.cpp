@@ -89,7 +89,7 @@ at::Tensor as_layout(const at::Tensor& t, const dnnl::memory::desc& md) {
   auto have = plain_desc(t);
   if (have == md) return t;
   at::Tensor out = buffer(md);
-  reorder(wrap(t, have), dnnl::memory(md, engine(), out.data_ptr()));
+  reorder(wrap(t, have), wrap(out, md));
   return out;
 }
 
@@ -241,7 +241,7 @@ at::Tensor prepacked_weight(const at::Tensor& weight, const dnnl::memory::desc& 
 
   at::Tensor buffer = at::empty({static_cast<int64_t>(wanted_md.get_size())},
                                 weight.options().dtype(at::kByte));
-  reorder(wrap(weight, user_md()), dnnl::memory(wanted_md, engine(), buffer.data_ptr()));
+  reorder(wrap(weight, user_md()), wrap(buffer, wanted_md));
   entry.layouts.emplace_back(wanted_md, buffer);
   return buffer;
 }
@@ -472,17 +472,20 @@ void set_int8_attr(dnnl::primitive_attr& attr, int weight_mask, bool src_zero_po
   }
 }
 
+dnnl::memory::desc vector_desc(int64_t n, dnnl::memory::data_type type) {
+  return dnnl::memory::desc({n}, type, dnnl::memory::format_tag::a);
+}
+
 std::vector<std::pair<int, dnnl::memory::desc>> int8_arg_descs(int64_t weight_scales, bool src_zero_point,
                                                                const Int8Output& out) {
   using dt = dnnl::memory::data_type;
-  auto vector = [](int64_t n, dt type) { return dnnl::memory::desc({n}, type, dnnl::memory::format_tag::a); };
   std::vector<std::pair<int, dnnl::memory::desc>> args{
-      {DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, vector(1, dt::f32)},
-      {DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, vector(weight_scales, dt::f32)}};
-  if (src_zero_point) args.emplace_back(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, vector(1, dt::s32));
+      {DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, vector_desc(1, dt::f32)},
+      {DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, vector_desc(weight_scales, dt::f32)}};
+  if (src_zero_point) args.emplace_back(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, vector_desc(1, dt::s32));
   if (out.dtype) {
-    args.emplace_back(DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, vector(1, dt::f32));
-    if (out.zero_point != 0) args.emplace_back(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, vector(1, dt::s32));
+    args.emplace_back(DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, vector_desc(1, dt::f32));
+    if (out.zero_point != 0) args.emplace_back(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, vector_desc(1, dt::s32));
   }
   return args;
 }

@@ -32,6 +32,8 @@ dnnl::memory::desc plain_desc(const at::Tensor& t);
 dnnl::memory::desc any_desc(at::IntArrayRef dims, at::ScalarType t);
 // A descriptor of a channels_last (4-D) / channels_last_3d (5-D) tensor of `dims`.
 dnnl::memory::desc channels_last_desc(at::IntArrayRef dims, at::ScalarType t);
+// A dense 1-D descriptor of n values: a primitive's runtime scales or zero points.
+dnnl::memory::desc vector_desc(int64_t n, dnnl::memory::data_type type);
 // Whether oneDNN fell back to its reference (unoptimized) implementation for `pd`.
 bool is_reference(const dnnl::primitive_desc_base& pd);
 dnnl::memory wrap(const at::Tensor& t, const dnnl::memory::desc& md);

@@ -216,7 +216,7 @@ at::Tensor qlinear_dynamic_forward(const at::Tensor& x, const std::optional<at::
         std::vector<int>{DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST},
         std::vector<std::pair<int, dnnl::memory::desc>>{
             {DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
-             dnnl::memory::desc({n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a)}});
+             onednn::vector_desc(n, dnnl::memory::data_type::f32)}});
   });
   const auto& mm = static_cast<const QLinearPrimitive&>(*made);
   const at::Tensor wei = onednn::prepacked_weight(qw, mm.run.md(DNNL_ARG_WEIGHTS), [&] { return user_weight; });

@@ -114,7 +114,7 @@ struct MaskedSoftmaxPrimitives : onednn::CachedPrimitive {
   MaskedSoftmaxPrimitives(const dnnl::binary::primitive_desc& a, const dnnl::softmax_forward::primitive_desc& s)
       : add(a, dnnl::binary(a), {DNNL_ARG_SRC_0, DNNL_ARG_SRC_1, DNNL_ARG_DST},
             {{DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC_0,
-              dnnl::memory::desc({1}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a)}}),
+              onednn::vector_desc(1, dnnl::memory::data_type::f32)}}),
         softmax(s, dnnl::softmax_forward(s), {DNNL_ARG_SRC, DNNL_ARG_DST}) {}
 };
 
