@@ -72,6 +72,11 @@ using bf16 = uint16_t;  // bfloat16 storage
   std::memcpy(&b, &x, sizeof b);
   return b;
 }
+[[gnu::always_inline]] inline float float_of(int32_t b) {
+  float x;
+  std::memcpy(&x, &b, sizeof x);
+  return x;
+}
 // max(v, 0) lane-wise; NaN stays NaN, as aten::relu. Integer operations only: GCC 12 turns a
 // comparison of 16-lane float vectors into 16 scalar steps on AVX2, integer ones it splits into
 // two native halves.
@@ -110,12 +115,7 @@ using bf16 = uint16_t;  // bfloat16 storage
 // scalar steps on AVX2, integer ones into two native halves.
 [[gnu::always_inline]] inline Ints order_key(Ints b) { return b ^ ((b >> 31) & 0x7FFFFFFF); }
 [[gnu::always_inline]] inline int32_t order_key(float x) { return bits_of(x) ^ ((bits_of(x) >> 31) & 0x7FFFFFFF); }
-[[gnu::always_inline]] inline float from_order_key(int32_t key) {
-  const int32_t b = key ^ ((key >> 31) & 0x7FFFFFFF);
-  float x;
-  std::memcpy(&x, &b, sizeof x);
-  return x;
-}
+[[gnu::always_inline]] inline float from_order_key(int32_t key) { return float_of(key ^ ((key >> 31) & 0x7FFFFFFF)); }
 [[gnu::always_inline]] inline Ints max(Ints a, Ints b) { return a > b ? a : b; }
 
 // exp(x) for the x <= 0 of a softmax, within 2 ulp (Cody-Waite reduction to |r| <= ln2 / 2, a
