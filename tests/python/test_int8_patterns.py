@@ -289,10 +289,6 @@ def has_rows_build(kernel):
         return False
 
 
-def has_avx2_rows():
-    return has_rows_build("avx2")
-
-
 @pytest.mark.parametrize("kernel", [
     pytest.param("avx2", marks=pytest.mark.skipif(not has_rows_build("avx2"), reason="no AVX2 and FMA on this CPU")),
     pytest.param("avx512", marks=pytest.mark.skipif(not has_rows_build("avx512"), reason="no AVX-512 on this CPU")),
@@ -325,7 +321,7 @@ def test_row_quantizer_builds_match_the_generic_one(dtype, kernel):
     assert scales.tolist() == [pytest.approx(4 / 255)]
 
 
-@pytest.mark.skipif(not has_avx2_rows(), reason="no AVX2 and FMA on this CPU")
+@pytest.mark.skipif(not has_rows_build("avx2"), reason="no AVX2 and FMA on this CPU")
 @pytest.mark.parametrize("dtype,zero_point", [(torch.uint8, 128), (torch.uint8, 0), (torch.int8, 0), (torch.int8, -5)])
 def test_per_tensor_quantizer_avx2_build_matches_the_generic_one(dtype, zero_point):
     """The same for per-tensor quantization (the reference graphs' and the int8 models' inputs):
