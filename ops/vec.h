@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 
@@ -57,26 +58,10 @@ using bf16 = uint16_t;  // bfloat16 storage
   *p = static_cast<bf16>(b >> 16);
 }
 // The bits of floats as integers, and back.
-[[gnu::always_inline]] inline Ints bits_of(Vec v) {
-  Ints b;
-  std::memcpy(&b, &v, sizeof b);
-  return b;
-}
-[[gnu::always_inline]] inline Vec float_of(Ints b) {
-  Vec v;
-  std::memcpy(&v, &b, sizeof v);
-  return v;
-}
-[[gnu::always_inline]] inline int32_t bits_of(float x) {
-  int32_t b;
-  std::memcpy(&b, &x, sizeof b);
-  return b;
-}
-[[gnu::always_inline]] inline float float_of(int32_t b) {
-  float x;
-  std::memcpy(&x, &b, sizeof x);
-  return x;
-}
+[[gnu::always_inline]] inline Ints bits_of(Vec v) { return std::bit_cast<Ints>(v); }
+[[gnu::always_inline]] inline Vec float_of(Ints b) { return std::bit_cast<Vec>(b); }
+[[gnu::always_inline]] inline int32_t bits_of(float x) { return std::bit_cast<int32_t>(x); }
+[[gnu::always_inline]] inline float float_of(int32_t b) { return std::bit_cast<float>(b); }
 // max(v, 0) lane-wise; NaN stays NaN, as aten::relu. Integer operations only: GCC 12 turns a
 // comparison of 16-lane float vectors into 16 scalar steps on AVX2, integer ones it splits into
 // two native halves.
