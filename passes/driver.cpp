@@ -20,6 +20,7 @@ void optimize_graph(GraphPtr& graph) {
   fuse_linear_x3(graph);      // before fuse_linear: the merged GEMM is an aten::linear it fuses
   fuse_linear(graph);         // linear + activation -> jitfuse::linear*
   fuse_transformer(graph);    // add + layer_norm, scaled masked softmax, head merge
+  lower_int8_attention(graph);  // after fuse_transformer: it marks the attention ops it made
   fuse_conv(graph);           // conv + post-ops -> jitfuse::conv{2,3}d*
   fuse_pool(graph);           // pooling on oneDNN, in the layout the convs left
   keep_channels_last(graph);  // after fusion: it places conversions around the fused convs

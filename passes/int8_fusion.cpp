@@ -10,6 +10,7 @@
 #include <torch/csrc/jit/ir/ir.h>
 
 #include <tuple>
+#include <unordered_set>
 
 namespace jitfuse {
 namespace {
@@ -292,7 +293,39 @@ void split_dequantize(torch::jit::Block* block) {
   }
 }
 
+// Whether `v` is (a view or rearranged copy of) what an int8 linear wrote: the ops that move
+// values between a merged Q/K/V projection and attention's operands are followed back to it.
+bool from_int8_linear(Value* v) {
+  static const std::unordered_set<std::string> views = {
+      "aten::view", "aten::reshape", "aten::transpose", "aten::permute", "aten::contiguous",
+      "aten::split_with_sizes", "aten::split", "aten::chunk", "aten::select", "aten::slice",
+      "prim::ListUnpack", "jitfuse::view_transpose_contiguous_view"};
+  for (int hops = 0; hops < 16; ++hops) {
+    const auto* n = v->node();
+    const std::string kind = n->kind().toQualString();
+    if (kind.rfind("jitfuse::qlinear", 0) == 0) return true;
+    if (!views.count(kind) || n->inputs().empty()) return false;
+    v = n->input(0);
+  }
+  return false;
+}
+
 }  // namespace
+
+void lower_int8_attention(GraphPtr& graph) {
+  if (!is_pattern_enabled(kAttentionLowPrecision)) return;
+  const auto attention = c10::Symbol::fromQualString("jitfuse::attention");
+  std::vector<torch::jit::Node*> found;
+  for (auto* n : graph->block()->nodes())
+    if (n->kind() == attention && n->inputs().size() == 8 && is_constant_bool(n->input(7), false) &&
+        from_int8_linear(n->input(0)) && from_int8_linear(n->input(1)) && from_int8_linear(n->input(2)))
+      found.push_back(n);
+  for (auto* n : found) {
+    torch::jit::WithInsertPoint guard(n);
+    n->replaceInput(7, graph->insertConstant(true));
+    report_rewrite(kAttentionLowPrecision, {n});
+  }
+}
 
 const std::vector<Rewrite>& int8_rewrites() {
   static const std::vector<Rewrite> rows = build_int8_rewrites();

@@ -26,6 +26,7 @@ void fuse_int8(GraphPtr& graph);          // dequantize -> op -> [quantize] -> j
 void fuse_linear_x3(GraphPtr& graph);     // Linears sharing an input -> one linear + split
 void fuse_linear(GraphPtr& graph);        // linear + relu/gelu       -> jitfuse::linear*
 void fuse_transformer(GraphPtr& graph);   // add+layer_norm, scaled masked softmax, head merge
+void lower_int8_attention(GraphPtr& graph);  // attention between int8 linears may compute in bf16
 void fuse_conv(GraphPtr& graph);          // conv + activation / sum  -> jitfuse::conv*
 void fuse_pool(GraphPtr& graph);          // max / global average pooling -> jitfuse::*_pool2d
 void keep_channels_last(GraphPtr& graph); // NHWC between fused convs, user's format at outputs

@@ -58,6 +58,8 @@ const std::vector<Rewrite>& int8_rewrites();
 const std::vector<Rewrite>& pool_rewrites();
 // Patterns applied by a pass of their own rather than a table row.
 constexpr const char* kLinearX3 = "linear_linear_linear";
+// jitfuse::attention between int8 linears, told it may multiply in bf16 (lower_int8_attention).
+constexpr const char* kAttentionLowPrecision = "attention_low_precision";
 
 // JITFUSE_VERBOSE (switches.cpp): 0 quiet, 1 one line per rewrite, 2 also every refused
 // candidate as the passes meet it.

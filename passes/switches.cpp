@@ -59,7 +59,7 @@ void set_enabled(bool enabled) { g_enabled = enabled; }
 bool is_enabled() { return g_enabled; }
 
 std::vector<std::string> pattern_names() {
-  std::vector<std::string> names{kLinearX3};
+  std::vector<std::string> names{kLinearX3, kAttentionLowPrecision};
   for (const auto* table : {&int8_rewrites(), &linear_rewrites(), &transformer_rewrites(), &conv_rewrites(),
                              &pool_rewrites()})
     for (const auto& row : *table)

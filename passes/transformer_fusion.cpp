@@ -157,8 +157,9 @@ void add_attention_rows(std::vector<Rewrite>& rows) {
                 std::string(tensor_scale ? "%number : Scalar = aten::item(%scale)\n" : "") +
                     "%divide : bool = prim::Constant[value=" + divide + "]()\n"
                     "%heads_last : bool = prim::Constant[value=" + (heads_last ? "1" : "0") + "]()\n"
+                    "%low_precision : bool = prim::Constant[value=0]()\n"
                     "%out = jitfuse::attention(%q, %k, %v, %mask, " + (tensor_scale ? "%number" : "%scale") +
-                    ", %divide, %heads_last)",
+                    ", %divide, %heads_last, %low_precision)",
                 "%out");
             std::vector<Filter> filters{kTransposesLastTwo, kAlphaIsOne, kSoftmaxOnLastDim, kMaskIsTensor,
                                         tensor_scale ? kScaleIsConstant0dTensor : kScaleIsConstant};
@@ -178,7 +179,8 @@ void add_attention_rows(std::vector<Rewrite>& rows) {
                              std::string("%divide : bool = prim::Constant[value=0]()\n"
                                          "%heads_last : bool = prim::Constant[value=") +
                                  (heads_last ? "1" : "0") + "]()\n"
-                                 "%out = jitfuse::attention(%q, %k, %v, %mask, %scale, %divide, %heads_last)",
+                                 "%low_precision : bool = prim::Constant[value=0]()\n"
+                                 "%out = jitfuse::attention(%q, %k, %v, %mask, %scale, %divide, %heads_last, %low_precision)",
                              "%out"),
                     filters, "ctx"});
   }

@@ -243,7 +243,7 @@ TEST_F(PassTest, EveryPatternNameIsListed) {
                         "conv3d_relu", "conv3d_sum", "conv3d_sum_relu", "conv3d_silu", "conv2d",
                         "linear", "linear_relu", "linear_gelu", "linear_linear_linear",
                         "add_layernorm", "div_add_softmax", "mul_add_softmax",
-                        "view_transpose_contiguous_view"})
+                        "view_transpose_contiguous_view", "attention_low_precision"})
     EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
 }
 

@@ -413,3 +413,71 @@ def test_a_module_called_twice_quantizes_both_calls():
     assert kinds.get("jitfuse::qlinear_dynamic") and "aten::linear" not in kinds, kinds  # freezing may merge the two
     with torch.no_grad():
         assert cos(out, model(x)) >= 0.99
+
+
+def attention_flags(graph):
+    """The low_precision argument of every jitfuse::attention node."""
+    return [n.inputsAt(7).toIValue() for n in graph.nodes() if n.kind() == "jitfuse::attention"]
+
+
+def int8_encoder(x, mask):
+    from encoder import Encoder
+    torch.manual_seed(0)
+    model = Encoder(hidden=128, heads=4, ffn=256, layers=2).eval()
+    prepared, conf = quantization.prepare(model, QuantConf(dtype=torch.int8))
+    with torch.no_grad(), quantization.calibrate(conf):
+        prepared(x, mask)
+    return model, quantization.convert(prepared, conf, (x, mask))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_attention_between_int8_linears_may_compute_in_bf16(enabled):
+    """attention_low_precision marks the attention whose q, k, v an int8 linear wrote (through the
+    merged Q/K/V split and the head views); turned off, every attention stays exact."""
+    torch.manual_seed(0)
+    x, mask = torch.randint(0, 1000, (2, 16)), torch.ones(2, 16, dtype=torch.long)
+    model, qmodel = int8_encoder(x, mask)
+    jitfuse.set_pattern_enabled("attention_low_precision", enabled)
+    try:
+        with torch.no_grad():
+            for _ in range(3):
+                out = qmodel(x, mask)
+            flags = attention_flags(qmodel.graph_for(x, mask))
+            ref = model(x, mask)
+    finally:
+        jitfuse.set_pattern_enabled("attention_low_precision", True)
+    assert flags == [enabled] * 2, flags
+    assert cos(out, ref) >= 0.99
+
+
+def test_float_models_keep_exact_attention():
+    """A float32 model's attention is never marked: only int8 linears' outputs may be rounded."""
+    from encoder import Encoder
+    torch.manual_seed(0)
+    model = Encoder(hidden=128, heads=4, ffn=256, layers=2).eval()
+    x, mask = torch.randint(0, 1000, (2, 16)), torch.ones(2, 16, dtype=torch.long)
+    with torch.no_grad():
+        m = torch.jit.freeze(torch.jit.trace(model, (x, mask)))
+        for _ in range(3):
+            m(x, mask)
+        assert attention_flags(m.graph_for(x, mask)) == [False] * 2
+
+
+def test_low_precision_attention_numerics():
+    """low_precision=True: bf16 products where oneDNN has native bf16 (within bf16's tolerance of
+    the float32 result, and not bit-equal to it), exactly the float32 op elsewhere."""
+    torch.manual_seed(0)
+    qkv = torch.randn(2, 32, 3 * 64)
+    q, k, v = (t.view(2, 32, 4, 16).transpose(1, 2) for t in qkv.split(64, -1))
+    mask = torch.zeros(2, 1, 1, 32)
+    mask[..., 28:] = -10000.0
+    exact = torch.ops.jitfuse.attention(q, k, v, mask, 4.0, True, True, False)
+    low = torch.ops.jitfuse.attention(q, k, v, mask, 4.0, True, True, True)
+    ref = (torch.softmax(q @ k.transpose(-1, -2) / 4.0 + mask, -1) @ v).transpose(1, 2)
+    assert low.dtype == torch.float32 and low.shape == exact.shape == ref.shape
+    torch.testing.assert_close(exact, ref, rtol=1e-5, atol=1e-5)
+    if jitfuse.onednn_isa().startswith(("avx512_core_bf16", "avx512_core_amx", "avx512_core_fp16")):
+        torch.testing.assert_close(low, ref, rtol=2e-2, atol=2e-2)
+        assert not torch.equal(low, exact)
+    else:
+        assert torch.equal(low, exact)
