@@ -1,19 +1,26 @@
-"""jitfuse vs what stock PyTorch already offers, on the same models, interleaved in one run.
+"""jitfuse vs what a CPU user would pick instead, on the same models, interleaved in one run.
 
 Variants, each built from the same eager model:
-  stock        torch.jit.trace + torch.jit.freeze (jitfuse disabled), in the row's dtype
-  ofi          torch.jit.optimize_for_inference (fp32; jitfuse disabled)
-  onednn       stock with torch.jit.enable_onednn_fusion(True): the oneDNN Graph fuser
-  stock-int8   ResNet-50: FX post-training quantization, x86 backend, traced and frozen;
-               BERT: torch.ao.quantization.quantize_dynamic on its Linears, traced and frozen
-  jitfuse      trace + freeze with jitfuse enabled (int8: jitfuse.quantization's flow,
-               calibrated on the same batches as stock-int8)
-Each (model, batch, dtype) group is one interleaved run that also times stock fp32, so every row
-has two ratios: to stock fp32 trace+freeze, and to the anchor a user would pick instead of
-jitfuse in that dtype (the oneDNN fuser for fp32/bf16, stock int8 for int8).
+  stock          torch.jit.trace + torch.jit.freeze (jitfuse disabled), in the row's dtype
+  ofi            torch.jit.optimize_for_inference (fp32; jitfuse disabled; --full)
+  onednn         stock with torch.jit.enable_onednn_fusion(True): the oneDNN Graph fuser
+  stock-int8     ResNet-50: FX post-training quantization, x86 backend, traced and frozen;
+                 BERT: torch.ao.quantization.quantize_dynamic on its Linears, traced and frozen
+  openvino-*     OpenVINO (f32; bf16 by its precision hint; int8 through NNCF), bench/peers.py
+  ort-*          ONNX Runtime (fp32; int8: static QDQ for ResNet-50, dynamic for BERT)
+  jitfuse        trace + freeze with jitfuse enabled (int8: jitfuse.quantization's flow)
+Every int8 variant is calibrated on the same batches. OpenVINO and ONNX Runtime come with the
+[bench] extra; without them the run says so and times the rest. Each (model, batch, dtype) cell
+is one interleaved run that also times stock fp32, so every row has two ratios: to stock fp32
+trace+freeze, and to the anchor: the fastest of the alternatives a user would pick instead
+(everything but stock, ofi and jitfuse) in that cell.
 
---profile adds, per group, where one jitfuse call's time goes: each fused op, each ATen op left,
-conversions and reorders, as shares of the call (torch.profiler, self times).
+The default run is quick: batch 1, every dtype (a progress line per cell on stderr); --full runs
+every batch of every model and the stock bf16 and ofi rows too.
+
+--profile adds, per cell, where one jitfuse call's time goes: each fused op, each ATen op left,
+conversions and reorders, as shares of the call (torch.profiler, self times; an int8 op's
+activation quantization is its own row, `jitfuse::quantize_rows`, apart from the product).
 Writes the table (markdown) and a bar chart (PNG) to bench/results/.
 """
 import argparse
@@ -29,6 +36,7 @@ import torch
 import jitfuse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers  # noqa: E402
 from encoder import bert_base  # noqa: E402
 from resnet50 import resnet50  # noqa: E402
 
@@ -44,12 +52,13 @@ def bert_inputs(batch, seq=128):
     return ids, mask
 
 
-# model name: (builder, inputs for a batch size, default batch sizes)
+# model name: (builder, inputs for a batch size, batch sizes of --full)
 MODELS = {
     "resnet50": (resnet50, resnet50_inputs, "1,16"),
     "bert-base": (bert_base, bert_inputs, "1,8"),
 }
-ANCHOR = {"fp32": "onednn", "bf16": "onednn", "int8": "stock-int8"}
+# Rows that are not an alternative to jitfuse: the anchor is the fastest of the others.
+NOT_ANCHORS = ("stock fp32", "stock", "ofi", "jitfuse")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # torch 2.13 warns on every stock-int8 and QuantConf build (torch.ao's and the quantized dtypes'
 # deprecations) and transformers on every BERT: noise in a timing table.
@@ -111,32 +120,31 @@ def make_variant(name, model, inputs, dtype):
     return Variant(name, module, dtype, jitfuse_on=name == "jitfuse", onednn_fuser=name == "onednn")
 
 
-def stock_int8_variant(model_name, model, make_inputs, batch, calibration_batches):
+def stock_int8_variant(model_name, model, inputs, calibration):
     """What stock PyTorch offers in int8: static FX quantization (x86) for the CNN, dynamic
     quantization of the Linears for BERT (static FX does not trace it)."""
-    inputs = make_inputs(batch)
     if model_name == "resnet50":
         from torch.ao.quantization import get_default_qconfig_mapping
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
         prepared = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping("x86"), inputs)
         with torch.no_grad():
-            for _ in range(calibration_batches):
-                prepared(*make_inputs(batch))
+            for batch in calibration:
+                prepared(*batch)
         qmodel = convert_fx(prepared)
     else:
         qmodel = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
     return Variant("stock-int8", frozen(qmodel, inputs), torch.float32)
 
 
-def jitfuse_int8_variant(model, make_inputs, batch, calibration_batches):
+def jitfuse_int8_variant(model, inputs, calibration):
     """jitfuse's int8 flow: prepare, calibrate, convert; the executor then fuses the int8 chains."""
     from jitfuse import QuantConf, quantization
     prepared, conf = quantization.prepare(model, QuantConf(dtype=torch.int8))
     with torch.no_grad():
-        for _ in range(calibration_batches):
+        for batch in calibration:
             with quantization.calibrate(conf):
-                prepared(*make_inputs(batch))
-        qmodel = quantization.convert(prepared, conf, make_inputs(batch))
+                prepared(*batch)
+        qmodel = quantization.convert(prepared, conf, inputs)
     return Variant("jitfuse", qmodel, torch.float32, jitfuse_on=True)
 
 
@@ -209,8 +217,23 @@ def print_profile(title, rows, total, top=14):
         print(f"  {100 * share:5.1f}%  {ms:8.3f} ms  {kind:11s} {name}")
 
 
+def peer_variants(name, model32, inputs, dtype, calibration, args):
+    """The OpenVINO and ONNX Runtime variants of a cell, as far as they are installed."""
+    have, bert = peers.available(), name == "bert-base"
+    made = []
+    if "openvino" in have:
+        if dtype == "int8":
+            made.append(peers.openvino(model32, inputs, "f32", args.threads, calibration, transformer=bert))
+        else:
+            made.append(peers.openvino(model32, inputs, "bf16" if dtype == "bf16" else "f32", args.threads))
+    if "ort" in have and dtype != "bf16":  # ONNX Runtime's CPU provider has no bf16 kernels to speak of
+        made.append(peers.ort(model32, inputs, args.threads, int8=("dynamic" if bert else "static") if dtype == "int8"
+                              else None, calibration=calibration))
+    return made
+
+
 def bench_group(name, batch, dtype, args):
-    """Median seconds per variant of one (model, batch, dtype) group, stock fp32 included."""
+    """Median seconds per variant of one (model, batch, dtype) cell, stock fp32 included."""
     build, make_inputs, _ = MODELS[name]
     model32, inputs = build(), make_inputs(batch)
     with torch.no_grad():
@@ -218,17 +241,23 @@ def bench_group(name, batch, dtype, args):
     baseline = make_variant("stock", model32, inputs, torch.float32)
     baseline.name = "stock fp32"
     if dtype == "int8":
-        variants = [stock_int8_variant(name, model32, make_inputs, batch, args.calibration),
-                    jitfuse_int8_variant(model32, make_inputs, batch, args.calibration)]
+        torch.manual_seed(1)  # the same calibration batches for every int8 variant
+        calibration = [make_inputs(batch) for _ in range(args.calibration)]
+        variants = [stock_int8_variant(name, model32, inputs, calibration),
+                    *peer_variants(name, model32, inputs, dtype, calibration, args),
+                    jitfuse_int8_variant(model32, inputs, calibration)]
         check_outputs(variants, inputs, reference, min_cos=0.99)
     elif dtype == "fp32":
-        variants = [make_variant(n, model32, inputs, torch.float32) for n in ("ofi", "onednn", "jitfuse")]
+        names = ("ofi", "onednn", "jitfuse") if args.full else ("onednn", "jitfuse")
+        variants = [make_variant(n, model32, inputs, torch.float32) for n in names]
+        variants[-1:-1] = peer_variants(name, model32, inputs, dtype, None, args)
         check_outputs(variants, inputs, reference, min_cos=0.999)
     else:
         # Stock bf16 (no fuser) is seconds per ResNet-50 call on CPUs without bf16 instructions.
-        names = ("stock", "onednn", "jitfuse") if native_bf16() or args.full else ("onednn", "jitfuse")
+        names = ("stock", "onednn", "jitfuse") if args.full and native_bf16() else ("onednn", "jitfuse")
         model = build().to(torch.bfloat16)
         variants = [make_variant(n, model, inputs, torch.bfloat16) for n in names]
+        variants[-1:-1] = peer_variants(name, model32, inputs, dtype, None, args)
         check_outputs(variants, inputs, reference, min_cos=0.999)
     warmup, iters = args.warmup, args.iters
     if batch > 1:  # a call takes ~batch times longer; fewer calls keep the run short
@@ -243,7 +272,7 @@ def bench_group(name, batch, dtype, args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--batches", default=None, help="batch sizes for every model (default: per model)")
+    ap.add_argument("--batches", default=None, help="batch sizes for every model (default: 1; --full: per model)")
     ap.add_argument("--dtypes", default="fp32,bf16,int8")
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--iters", type=int, default=20)
@@ -251,32 +280,42 @@ def main():
     ap.add_argument("--calibration", type=int, default=10, help="int8 calibration batches")
     ap.add_argument("--profile", action="store_true", help="where one jitfuse call's time goes, per group")
     ap.add_argument("--full", action="store_true",
-                    help="also time stock bf16 without the fuser where the CPU has no bf16 instructions (slow)")
+                    help="every batch of every model, and the stock bf16 (where the CPU has bf16 "
+                         "instructions) and ofi rows")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(cpu_line(), flush=True)
+    missing = {"openvino", "ort"} - set(peers.available())
+    if missing:
+        print(f"not timed: {', '.join(sorted(missing))} (pip install 'jitfuse[bench]')", flush=True)
 
-    rows = []
-    for model_name in args.models.split(","):
-        batches = args.batches or MODELS[model_name][2]
-        for batch in [int(b) for b in batches.split(",")]:
-            for dname in args.dtypes.split(","):
-                med = bench_group(model_name, batch, dname, args)
-                base, anchor = med["stock fp32"], med.get(ANCHOR[dname])
-                for name, t in med.items():
-                    if name == "stock fp32" and dname != "fp32":
-                        continue  # shown in the fp32 row of the same batch
-                    label = "stock" if name == "stock fp32" else name
-                    vs_anchor = anchor / t if anchor else float("nan")
-                    rows.append((model_name, batch, dname, label, t * 1e3, base / t, vs_anchor))
-                print(f"done {model_name} batch {batch} {dname}", file=sys.stderr, flush=True)
+    cells = [(m, int(b), d) for m in args.models.split(",")
+             for b in (args.batches or (MODELS[m][2] if args.full else "1")).split(",")
+             for d in args.dtypes.split(",")]
+    rows, start = [], time.perf_counter()
+    for i, (model_name, batch, dname) in enumerate(cells):
+        t0 = time.perf_counter()
+        med = bench_group(model_name, batch, dname, args)
+        base = med["stock fp32"]
+        anchor_name, anchor = min(((n, t) for n, t in med.items() if n not in NOT_ANCHORS),
+                                  key=lambda kv: kv[1], default=(None, None))
+        for name, t in med.items():
+            if name == "stock fp32" and dname != "fp32":
+                continue  # shown in the fp32 row of the same batch
+            label = "stock" if name == "stock fp32" else name
+            vs_anchor = anchor / t if anchor else float("nan")
+            rows.append((model_name, batch, dname, label, t * 1e3, base / t, vs_anchor))
+        mine = med.get("jitfuse")
+        print(f"[{i + 1}/{len(cells)}] {model_name} batch {batch} {dname}: jitfuse {mine * 1e3:.1f} ms, "
+              f"{anchor / mine:.2f}x the best alternative ({anchor_name}); cell {time.perf_counter() - t0:.0f} s, "
+              f"run {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
 
     lines = ["| model | batch | dtype | variant | median ms | vs stock fp32 trace+freeze | vs anchor |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {m} | {b} | {d} | {v} | {ms:.1f} | {r:.2f}x | {a:.2f}x |" for m, b, d, v, ms, r, a in rows]
     table = "\n".join(lines)
     print(f"\n{cpu_line()}\n{args.threads} threads, torch {torch.__version__}, jitfuse {jitfuse.__version__}; "
-          f"anchor: the oneDNN fuser (fp32, bf16), stock int8 (int8)\n")
+          f"anchor: the fastest alternative in each cell (onednn, stock-int8, openvino-*, ort-*)\n")
     print(table)
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "results.md"), "w") as f:
@@ -290,7 +329,8 @@ def chart(rows, path):
     import matplotlib.pyplot as plt
 
     groups = sorted({(m, b, d) for m, b, d, *_ in rows}, key=lambda g: (g[0], g[1], ["fp32", "bf16", "int8"].index(g[2])))
-    variants = ["stock", "ofi", "onednn", "stock-int8", "jitfuse"]
+    variants = [v for v in ("stock", "ofi", "onednn", "stock-int8", "openvino-f32", "openvino-bf16", "openvino-int8",
+                            "ort-fp32", "ort-int8", "jitfuse") if any(r[3] == v for r in rows)]
     width = 0.8 / len(variants)
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(groups)), 4))
     for i, v in enumerate(variants):

@@ -11,6 +11,7 @@
 #include "ops/vec.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
 #include <torch/library.h>
 
@@ -193,7 +194,10 @@ at::Tensor qlinear_dynamic_forward(const at::Tensor& x, const std::optional<at::
   const at::Tensor inv_smooth = smooth && smooth->defined() ? onednn::derived_weight(*smooth, "reciprocal", [&] {
     return smooth->to(at::kFloat).reciprocal().contiguous();
   }) : at::Tensor();
-  const auto rows = quantize::per_row(x, inv_smooth);
+  const auto rows = [&] {
+    RECORD_FUNCTION("jitfuse::quantize_rows", {});  // bench/run.py --profile: apart from the product
+    return quantize::per_row(x, inv_smooth);
+  }();
   const at::Tensor src = rows.values.view({-1, k});
   const int64_t m = src.size(0);
   const at::Tensor scales = weight_scales.reshape({-1}).to(at::kFloat).expand({n}).contiguous();
