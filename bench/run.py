@@ -153,18 +153,24 @@ def native_bf16():
                                     "avx512_core_amx_fp16")
 
 
-def interleaved(variants, inputs, warmup, iters):
-    """Median seconds per call of each variant; calls alternate so noise hits all alike."""
+def interleaved(variants, inputs, warmup, iters, block=5):
+    """Median seconds per call of each variant. Variants take turns in blocks of `block` timed
+    calls, each after a pause and one untimed call: OpenVINO's and ONNX Runtime's worker threads
+    spin on after a call and would slow whatever runs next (jitfuse ran ResNet-50 2x slower
+    right after ONNX Runtime when calls alternated one by one)."""
     times = {v.name: [] for v in variants}
     with torch.no_grad():
         for v in variants:
             for _ in range(warmup):
                 v(*inputs)
-        for _ in range(iters):
+        for _ in range(max(1, (iters + block - 1) // block)):
             for v in variants:
-                t = time.perf_counter()
+                time.sleep(0.2)
                 v(*inputs)
-                times[v.name].append(time.perf_counter() - t)
+                for _ in range(block):
+                    t = time.perf_counter()
+                    v(*inputs)
+                    times[v.name].append(time.perf_counter() - t)
     return {k: statistics.median(t) for k, t in times.items()}
 
 
@@ -260,9 +266,10 @@ def bench_group(name, batch, dtype, args):
         variants[-1:-1] = peer_variants(name, model32, inputs, dtype, None, args)
         check_outputs(variants, inputs, reference, min_cos=0.999)
     warmup, iters = args.warmup, args.iters
+    block = 5
     if batch > 1:  # a call takes ~batch times longer; fewer calls keep the run short
-        warmup, iters = max(3, warmup // 4), max(5, iters // 3)
-    medians = interleaved([baseline] + variants, inputs, warmup, iters)
+        warmup, iters, block = max(3, warmup // 4), max(6, iters // 3), 2
+    medians = interleaved([baseline] + variants, inputs, warmup, iters, block)
     if args.profile:
         ours = next(v for v in variants if v.name == "jitfuse")
         print_profile(f"{name} batch {batch} {dtype} jitfuse", *profile(ours, inputs))
