@@ -17,6 +17,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <limits>
@@ -286,33 +287,17 @@ at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const a
   return heads_last ? out.transpose(1, 2).contiguous() : out;
 }
 
-// Rows [begin, end) of a float32 tensor whose rows (last dim) are dense, rounded to bf16 into
-// a contiguous one: a QKV projection's views into head-major bf16 in one pass (ATen's strided
-// converting copy_ took 7 of the 20 ms of BERT-base's int8 attention at batch 8).
-JITFUSE_CLONES
-void rows_to_bf16(const float* src, vec::bf16* dst, int64_t begin, int64_t end, int64_t width,
-                  at::IntArrayRef lead_sizes, at::IntArrayRef lead_strides) {
-  for (int64_t r = begin; r < end; ++r) {
-    const float* in = src + direct::batch_offset(r, lead_sizes, lead_strides);
-    vec::bf16* out = dst + r * width;
-    int64_t c = 0;
-    for (; c + vec::kLanes <= width; c += vec::kLanes) vec::store(out + c, vec::load(in + c));
-    for (; c < width; ++c) vec::narrow(out + c, in[c]);
-  }
-}
-
 // `t` as a contiguous tensor of `type`: itself, or a copy in memory from jitfuse's block cache.
+// A float32 / bf16 copy is a oneDNN reorder: ATen's strided converting copy_ of a QKV
+// projection's views took 7 of the 20 ms of BERT-base's int8 attention at batch 8.
 at::Tensor dense(const at::Tensor& t, at::ScalarType type) {
   if (t.scalar_type() == type && t.is_contiguous()) return t;
   at::Tensor out = memory::empty(t.sizes(), t.options().dtype(type));
-  if (t.scalar_type() != at::kFloat || type != at::kBFloat16 || t.dim() < 2 || t.stride(-1) != 1)
-    return out.copy_(t);
-  const int64_t width = t.size(-1), rows = t.numel() / std::max<int64_t>(width, 1);
-  const auto lead_sizes = t.sizes().slice(0, t.dim() - 1), lead_strides = t.strides().slice(0, t.dim() - 1);
-  at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(width, 1)), [&](int64_t begin, int64_t end) {
-    rows_to_bf16(t.data_ptr<float>(), static_cast<vec::bf16*>(out.data_ptr()), begin, end, width, lead_sizes,
-                 lead_strides);
-  });
+  const auto onednn_type = [](at::ScalarType s) { return s == at::kFloat || s == at::kBFloat16; };
+  const auto strides = t.strides();
+  const bool broadcast = std::any_of(strides.begin(), strides.end(), [](int64_t s) { return s == 0; });
+  if (!onednn_type(t.scalar_type()) || !onednn_type(type) || t.numel() == 0 || broadcast) return out.copy_(t);
+  onednn::reorder(onednn::wrap(t), onednn::wrap(out));
   return out;
 }
 
