@@ -233,8 +233,8 @@ def peer_variants(name, model32, inputs, dtype, calibration, args):
         else:
             made.append(peers.openvino(model32, inputs, "bf16" if dtype == "bf16" else "f32", args.threads))
     if "ort" in have and dtype != "bf16":  # ONNX Runtime's CPU provider has no bf16 kernels to speak of
-        made.append(peers.ort(model32, inputs, args.threads, int8=("dynamic" if bert else "static") if dtype == "int8"
-                              else None, calibration=calibration))
+        int8 = None if dtype == "fp32" else "dynamic" if bert else "static"
+        made.append(peers.ort(model32, inputs, args.threads, int8=int8, calibration=calibration))
     return made
 
 

@@ -420,10 +420,14 @@ def attention_flags(graph):
     return [n.inputsAt(7).toIValue() for n in graph.nodes() if n.kind() == "jitfuse::attention"]
 
 
-def int8_encoder(x, mask):
+def small_encoder():
     from encoder import Encoder
     torch.manual_seed(0)
-    model = Encoder(hidden=128, heads=4, ffn=256, layers=2).eval()
+    return Encoder(hidden=128, heads=4, ffn=256, layers=2).eval()
+
+
+def int8_encoder(x, mask):
+    model = small_encoder()
     prepared, conf = quantization.prepare(model, QuantConf(dtype=torch.int8))
     with torch.no_grad(), quantization.calibrate(conf):
         prepared(x, mask)
@@ -452,9 +456,7 @@ def test_attention_between_int8_linears_may_compute_in_bf16(enabled):
 
 def test_float_models_keep_exact_attention():
     """A float32 model's attention is never marked: only int8 linears' outputs may be rounded."""
-    from encoder import Encoder
-    torch.manual_seed(0)
-    model = Encoder(hidden=128, heads=4, ffn=256, layers=2).eval()
+    model = small_encoder()
     x, mask = torch.randint(0, 1000, (2, 16)), torch.ones(2, 16, dtype=torch.long)
     with torch.no_grad():
         m = torch.jit.freeze(torch.jit.trace(model, (x, mask)))
