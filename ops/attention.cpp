@@ -1,26 +1,41 @@
 // Attention as one op: softmax(q @ k^T * scale + mask) @ v, batched over the leading dims (float32,
 // bfloat16), the context optionally written straight into [batch, seq, heads, dim] order
 // (`heads_last`: what the graph's permute / transpose after attention would copy it into).
-// Two implementations, chosen per call:
+// Three implementations, chosen per call:
 // - the direct kernel (below): one (batch, head) at a time on one thread, q, k and v read where
 //   they lie (views of a fused QKV projection included), scores kept in the caches, float32
 //   arithmetic. Used on AVX-512 CPUs where the primitives would compute in float32, for heads
 //   up to 64 wide and up to 512 keys (direct::serves).
+// - the AMX kernel (namespace amx): the same walk with bf16 products on the tiles, k and v packed
+//   once per head into the tiles' layouts. Used for bf16 products on CPUs with AMX, heads up to 64
+//   wide, at least 64 queries, up to 2048 keys (amx::serves).
 // - three oneDNN primitives on head-major copies of q, k, v: a batched matmul writing float32
 //   scores with the scale and the mask as post-ops, a softmax, and a batched matmul writing the
-//   context. Used for bfloat16 on CPUs with bf16 kernels (they multiply at twice the f32 rate).
+//   context. Used for bfloat16 on CPUs with bf16 kernels but no AMX (they multiply at twice the
+//   f32 rate), and for whatever the kernels above do not serve.
 // Schema at the bottom.
 #include "ops/allocator.h"
 #include "ops/onednn.h"
 #include "ops/vec.h"
 
 #include <ATen/Parallel.h>
+#include <immintrin.h>
 #include <torch/library.h>
+
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 namespace jitfuse {
 namespace {
@@ -51,7 +66,7 @@ struct Shape {
 constexpr int kRows = 4;  // query rows computed together (each k^T / v vector loaded once for them)
 constexpr int kWide = 4;  // vectors per register block along the keys / the context's columns
 
-// scores[r][c0 ...] = scale * q[r] . k^T[:, c0 ...] for R query rows and W vectors of keys.
+// scores[r][c0 ...] = q[r] . k^T[:, c0 ...] for R query rows and W vectors of keys (softmax_row scales).
 template <int R, int W, class T>
 [[gnu::always_inline]] inline void score_block(const T* q, const Shape& s, const float* kt, int64_t c0,
                                                float* scores) {
@@ -65,7 +80,7 @@ template <int R, int W, class T>
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int w = 0; w < W; ++w) store(scores + r * s.ldk + c0 + w * kLanes, acc[r][w] * s.scale);
+    for (int w = 0; w < W; ++w) store(scores + r * s.ldk + c0 + w * kLanes, acc[r][w]);
 }
 
 // out[r][c0 ...] = inv_sum[r] * sum_j p[r][j] v[j][c0 ...] for R rows and W vectors of columns.
@@ -85,16 +100,18 @@ template <int R, int W, class T>
     for (int w = 0; w < W; ++w) store(out + r * s.out_row + c0 + w * kLanes, acc[r][w] * inv_sum[r]);
 }
 
-// One row of scores in place: + mask, softmax's exp(x - max) (padding lanes 0). Returns
-// 1 / sum, or NaN when the row holds a NaN after the max is taken (then, as in ATen's softmax,
-// every probability of the row is NaN: the context row, scaled by it, comes out all NaN).
-[[gnu::always_inline]] inline float softmax_row(float* x, const float* mask, const Shape& s) {
+// One row of scores: * scale + mask in place, then softmax's exp(x - max) into `probs` (float32:
+// x itself; bf16: the AMX kernel's operand), padding lanes 0. Returns 1 / sum, or NaN when the row
+// holds a NaN after the max is taken (then, as in ATen's softmax, every probability of the row
+// is NaN: the context row, scaled by it, comes out all NaN).
+template <class P>
+[[gnu::always_inline]] inline float softmax_row(float* x, const float* mask, const Shape& s, P* probs) {
   const int64_t body = s.lk - s.lk % kLanes;
   const Ints tail_lanes = vec::first_lanes(s.lk - body);
   const float minus_inf = -std::numeric_limits<float>::infinity();
   Ints top = Ints{} + order_key(minus_inf);
   for (int64_t c = 0; c < s.ldk; c += kLanes) {
-    Vec v = load(x + c);
+    Vec v = load(x + c) * s.scale;
     if (c < body) {
       if (mask) v += load(mask + c);
     } else {
@@ -116,7 +133,7 @@ template <int R, int W, class T>
     const Ints valid = c < body ? ~Ints{} : tail_lanes;
     nan |= ((bits_of(v) & 0x7FFFFFFF) > 0x7F800000) & valid;
     const Vec e = float_of(bits_of(vec::exp_nonpositive(v)) & valid);
-    store(x + c, e);
+    store(probs + c, e);
     total += e;
   }
   if (vec::max(nan & 1) != 0) return std::numeric_limits<float>::quiet_NaN();
@@ -137,7 +154,7 @@ template <int R, class T>
   }
   float inv_sum[R];
   for (int r = 0; r < R; ++r)
-    inv_sum[r] = softmax_row(scores + r * s.ldk, mask ? mask + r * s.mask_row : nullptr, s);
+    inv_sum[r] = softmax_row(scores + r * s.ldk, mask ? mask + r * s.mask_row : nullptr, s, scores + r * s.ldk);
   const int64_t body = s.dv - s.dv % kLanes;
   for (int64_t c0 = 0; c0 < body; c0 += kWide * kLanes) {
     switch (std::min<int64_t>(kWide, (body - c0) / kLanes)) {
@@ -263,6 +280,297 @@ void attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, co
 
 }  // namespace direct
 
+// ---- the AMX kernel --------------------------------------------------------------------------
+// bf16 products on the AMX tiles, the direct kernel's float32 softmax between them. Per (batch,
+// head), k and v are packed once per thread into the tiles' pair-interleaved operand layout; then
+// per block of 16 query rows: scores = q k^T (16 x lk float32, in the caches), scale, mask and
+// softmax, the probabilities rounded to bf16, context = p v, scaled by 1 / sum. oneDNN's three
+// primitives compute the same in the same precision, with a call, a head-major copy of q, k, v and
+// a scores round trip through memory per step: 1.7x slower on BERT-base's heads (AMX, 2 threads).
+namespace amx {
+
+using vec::bf16;
+
+constexpr int64_t kRows = 16;       // query rows per block: an accumulator tile's rows
+constexpr int64_t kCols = 16;       // float32 columns of an accumulator tile
+constexpr int64_t kDepth = 32;      // bf16 values one tile row multiplies (16 pairs)
+constexpr int64_t kTileSize = 512;  // bf16 values of one 16 x 64-byte operand tile
+constexpr int64_t kGroup = 4;       // accumulator tiles of context columns computed together
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Whether this process may use the tiles: oneDNN dispatches to AMX, and Linux has granted the
+// tile state (it does so on request, once per process; oneDNN asks too).
+bool available() {
+  static const bool ok = [] {
+#if defined(__x86_64__) && defined(__linux__)
+    constexpr long kRequestPermission = 0x1023, kTileData = 18;  // ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA
+    return onednn::has_amx() && syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0;
+#else
+    return false;
+#endif
+  }();
+  return ok;
+}
+
+// Where it pays (Xeon with AMX, 2 threads, against the primitives on the same bf16 products, q, k,
+// v views of a QKV projection): 64-wide heads of at least 64 queries and up to 2048 keys, 1.1-1.8x
+// (BERT-base: 1.8x at batch 1, 1.25x at batch 8). With fewer queries, packing k and v per head
+// costs more than it saves (1 query: 0.6x); 128-wide heads of 256: 0.9x.
+bool serves(int64_t lq, int64_t d, int64_t dv, int64_t lk) {
+  return available() && lq >= 64 && d <= 64 && dv <= 64 && lk <= 2048;
+}
+
+// One head's shape: the direct kernel's Shape (ldk: lk rounded to 16, the scores' row) and the
+// padded sizes of the packed operands.
+struct Plan {
+  direct::Shape s;
+  int64_t dp, lkp, dvp;  // d and lk rounded to 32 (products' depth), dv to 16 (tile columns)
+};
+
+Plan plan_for(const direct::Shape& s) {
+  Plan p{s, round_up(s.d, kDepth), round_up(s.lk, kDepth), round_up(s.dv, kCols)};
+  p.s.ldk = round_up(s.lk, kCols);
+  return p;
+}
+
+#define JITFUSE_AMX [[gnu::target("avx512f,avx512bw,amx-tile,amx-bf16")]]
+
+// n values of a row (elements `stride` apart) as bf16 into dst, zeros up to `padded`.
+template <class T>
+[[gnu::always_inline]] inline void bf16_row(const T* src, int64_t stride, int64_t n, int64_t padded, bf16* dst) {
+  int64_t i = 0;
+  if (stride == 1) {
+    for (; i + vec::kLanes <= n; i += vec::kLanes) {
+      if constexpr (std::is_same_v<T, bf16>)
+        std::memcpy(dst + i, src + i, vec::kLanes * sizeof(bf16));  // a fixed size: one vector move
+      else
+        vec::store(dst + i, vec::load(src + i));
+    }
+  }
+  for (; i < n; ++i) {
+    if constexpr (std::is_same_v<T, bf16>)
+      dst[i] = src[i * stride];
+    else
+      vec::narrow(dst + i, src[i * stride]);
+  }
+  std::fill(dst + n, dst + padded, bf16{0});
+}
+
+// k as the B operand of q k^T: per block of 16 keys and 32 of the head's columns, a tile whose
+// row r holds, for each key j, the pair k[j][2r], k[j][2r + 1] (zero past lk and d): a transpose
+// of 32-bit pairs. `rows` is scratch for k's rows in bf16.
+template <class T>
+JITFUSE_AMX void pack_keys(const T* k, const Plan& p, bf16* out, bf16* rows) {
+  const auto& s = p.s;
+  const int64_t chunks = p.dp / kDepth, pairs = p.dp / 2;
+  for (int64_t j = 0; j < s.ldk; ++j) bf16_row(k + j * s.k_row, s.k_col, j < s.lk ? s.d : 0, p.dp, rows + j * p.dp);
+  auto* tiles = reinterpret_cast<__m512i*>(out);
+  const auto* pairs_of = reinterpret_cast<const int*>(rows);
+  const __m512i keys = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                          _mm512_set1_epi32(static_cast<int>(pairs)));
+  for (int64_t kb = 0; kb < s.ldk / kCols; ++kb)
+    for (int64_t c = 0; c < chunks; ++c) {
+      __m512i* tile = tiles + (kb * chunks + c) * kRows;
+      const int* block = pairs_of + kb * kCols * pairs + c * (kDepth / 2);
+      for (int64_t r = 0; r < kDepth / 2; ++r) _mm512_storeu_si512(tile + r, _mm512_i32gather_epi32(keys, block + r, 4));
+    }
+}
+
+// v as the B operand of p v: per block of 32 keys and 16 columns, a tile whose row r holds, for
+// each column c, the pair v[2r][c], v[2r + 1][c] (zero past lk and dv): rows interleaved two by two.
+template <class T>
+JITFUSE_AMX void pack_values(const T* v, const Plan& p, bf16* out, bf16* rows) {
+  const auto& s = p.s;
+  const int64_t blocks = p.dvp / kCols;
+  for (int64_t j = 0; j < p.lkp; ++j) bf16_row(v + j * s.v_row, 1, j < s.lk ? s.dv : 0, p.dvp, rows + j * p.dvp);
+  for (int64_t kc = 0; kc < p.lkp / kDepth; ++kc)
+    for (int64_t cb = 0; cb < blocks; ++cb) {
+      auto* tile = reinterpret_cast<vec::Bits*>(out + (kc * blocks + cb) * kTileSize);
+      for (int64_t r = 0; r < kDepth / 2; ++r) {
+        vec::Halves even, odd;
+        std::memcpy(&even, rows + (kc * kDepth + 2 * r) * p.dvp + cb * kCols, sizeof even);
+        std::memcpy(&odd, rows + (kc * kDepth + 2 * r + 1) * p.dvp + cb * kCols, sizeof odd);
+        const vec::Bits pair = __builtin_convertvector(even, vec::Bits) | __builtin_convertvector(odd, vec::Bits) << 16;
+        std::memcpy(tile + r, &pair, sizeof pair);
+      }
+    }
+}
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t bytes_per_row[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Per thread: the packed k and v of the head last packed, and one block's q, scores,
+// probabilities and context.
+struct Buffers {
+  std::vector<bf16> k, v, q, probs, rows;
+  std::vector<float> scores, context;
+  std::pair<int64_t, int64_t> packed{-1, -1};  // (call, head) whose k and v are packed
+};
+
+// c (float32, ldc apart) = a . b for n <= 4 accumulator tiles side by side: a is 16 rows (lda
+// apart) of `steps` x 32 bf16, b the packed operand tiles (b_step apart along the depth,
+// b_tile apart along c's columns). The n sums are independent: their multiplies overlap.
+JITFUSE_AMX inline void multiply_tiles(const bf16* a, int64_t lda, int64_t steps, const bf16* b, int64_t b_step,
+                                       int64_t b_tile, int64_t n, float* c, int64_t ldc) {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (int64_t step = 0; step < steps; ++step) {
+    _tile_loadd(4, a + step * kDepth, lda * sizeof(bf16));
+    const bf16* bt = b + step * b_step;
+    _tile_loadd(5, bt, 64);
+    _tile_dpbf16ps(0, 4, 5);
+    if (n > 1) {
+      _tile_loadd(6, bt + b_tile, 64);
+      _tile_dpbf16ps(1, 4, 6);
+    }
+    if (n > 2) {
+      _tile_loadd(7, bt + 2 * b_tile, 64);
+      _tile_dpbf16ps(2, 4, 7);
+    }
+    if (n > 3) {
+      _tile_loadd(5, bt + 3 * b_tile, 64);
+      _tile_dpbf16ps(3, 4, 5);
+    }
+  }
+  _tile_stored(0, c, ldc * sizeof(float));
+  if (n > 1) _tile_stored(1, c + kCols, ldc * sizeof(float));
+  if (n > 2) _tile_stored(2, c + 2 * kCols, ldc * sizeof(float));
+  if (n > 3) _tile_stored(3, c + 3 * kCols, ldc * sizeof(float));
+}
+
+// One block's context: out rows [i, i + rows) = probs . v * inv_sum.
+template <class T>
+JITFUSE_AMX void context_rows(T* out, const Plan& p, int64_t i, int64_t rows, const float* inv_sum, Buffers& b) {
+  const auto& s = p.s;
+  const int64_t blocks = p.dvp / kCols;
+  constexpr int64_t ld = kGroup * kCols;
+  for (int64_t g = 0; g < blocks; g += kGroup) {
+    const int64_t n = std::min(kGroup, blocks - g);
+    multiply_tiles(b.probs.data(), p.lkp, p.lkp / kDepth, b.v.data() + g * kTileSize, blocks * kTileSize,
+                   kTileSize, n, b.context.data(), ld);
+    const int64_t c0 = g * kCols, cols = std::min(n * kCols, s.dv - c0);
+    for (int64_t r = 0; r < rows; ++r) {
+      T* o = out + (i + r) * s.out_row + c0;
+      const float* x = b.context.data() + r * ld;
+      int64_t c = 0;
+      for (; c + vec::kLanes <= cols; c += vec::kLanes) vec::store(o + c, vec::load(x + c) * inv_sum[r]);
+      for (; c < cols; ++c) vec::narrow(o + c, x[c] * inv_sum[r]);
+    }
+  }
+}
+
+// Query rows [begin, end) of one head, k and v packed. A block's context is computed after the
+// next block's scores: the tiles cannot load the probabilities straight from the vector stores
+// that wrote them, and the scores give those stores time to reach the cache.
+template <class T>
+JITFUSE_AMX void attend_rows(const T* q, const float* mask, T* out, const Plan& p, int64_t begin, int64_t end,
+                             Buffers& b) {
+  const auto& s = p.s;
+  const int64_t chunks = p.dp / kDepth, key_blocks = s.ldk / kCols;
+  float inv_sum[kRows];
+  int64_t pending = -1, pending_rows = 0;  // the block whose probabilities await their context
+  for (int64_t i = begin; i < end; i += kRows) {
+    const int64_t rows = std::min(kRows, end - i);
+    // bf16 rows of 32-multiple width are the tiles' operand as they lie; others are copied, rows
+    // past the last zero (their results are dropped).
+    const bf16* qt = b.q.data();
+    int64_t ldq = p.dp;
+    if (std::is_same_v<T, bf16> && rows == kRows && s.q_col == 1 && s.d == p.dp) {
+      qt = reinterpret_cast<const bf16*>(q + i * s.q_row);
+      ldq = s.q_row;
+    } else {
+      for (int64_t r = 0; r < kRows; ++r)
+        bf16_row(q + (i + r) * s.q_row, s.q_col, r < rows ? s.d : 0, p.dp, b.q.data() + r * p.dp);
+    }
+    for (int64_t kb = 0; kb < key_blocks; kb += kGroup)
+      multiply_tiles(qt, ldq, chunks, b.k.data() + kb * chunks * kTileSize, kTileSize, chunks * kTileSize,
+                     std::min(kGroup, key_blocks - kb), b.scores.data() + kb * kCols, s.ldk);
+    if (pending >= 0) context_rows(out, p, pending, pending_rows, inv_sum, b);
+    for (int64_t r = 0; r < rows; ++r) {
+      bf16* probs = b.probs.data() + r * p.lkp;
+      inv_sum[r] = direct::softmax_row(b.scores.data() + r * s.ldk, mask ? mask + (i + r) * s.mask_row : nullptr,
+                                       s, probs);
+      std::fill(probs + s.ldk, probs + p.lkp, bf16{0});
+    }
+    pending = i;
+    pending_rows = rows;
+  }
+  if (pending >= 0) context_rows(out, p, pending, pending_rows, inv_sum, b);
+}
+
+// Tasks [first, last) of one call on this thread, between loading the tiles' shape and releasing
+// them (oneDNN's kernels load their own).
+template <class T>
+JITFUSE_AMX void run_tasks(int64_t first, int64_t last, int64_t call, const Plan& p, int64_t per_head, int64_t rows,
+                           const T* q, const T* k, const T* v, const float* mask, T* out, at::IntArrayRef batch,
+                           const at::Tensor& qt, const at::Tensor& kt, const at::Tensor& vt, const at::Tensor& mt,
+                           const at::Tensor& ot) {
+  thread_local Buffers b;
+  b.k.resize(p.s.ldk / kCols * (p.dp / kDepth) * kTileSize);
+  b.v.resize(p.lkp / kDepth * (p.dvp / kCols) * kTileSize);
+  b.q.resize(kRows * p.dp);
+  b.probs.resize(kRows * p.lkp);
+  b.scores.resize(kRows * p.s.ldk);
+  b.context.resize(kRows * kGroup * kCols);
+  b.rows.resize(p.lkp * std::max(p.dp, p.dvp));
+  TileConfig config;
+  for (int t = 0; t < 8; ++t) {
+    config.rows[t] = kRows;
+    config.bytes_per_row[t] = 64;
+  }
+  _tile_loadconfig(&config);
+  for (int64_t task = first; task < last; ++task) {
+    const int64_t n = task / per_head, begin = task % per_head * rows, end = std::min(p.s.lq, begin + rows);
+    if (b.packed != std::pair{call, n}) {
+      pack_keys(k + direct::batch_offset(n, batch, kt.strides()), p, b.k.data(), b.rows.data());
+      pack_values(v + direct::batch_offset(n, batch, vt.strides()), p, b.v.data(), b.rows.data());
+      b.packed = {call, n};
+    }
+    attend_rows(q + direct::batch_offset(n, batch, qt.strides()),
+                mask ? mask + direct::batch_offset(n, batch, mt.strides()) : nullptr,
+                out + direct::batch_offset(n, batch, ot.strides()), p, begin, end, b);
+  }
+  _tile_release();
+}
+
+// As direct::attention: q, k, v of one dtype T, mask float32 of the scores' shape (last dim
+// dense) or undefined, out_view of the context's shape (last dim dense); v's last dim dense.
+template <class T>
+void attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+               float scale, const at::Tensor& out_view) {
+  const int64_t rank = q.dim();
+  const auto batch = q.sizes().slice(0, rank - 2);
+  const int64_t heads = c10::multiply_integers(batch);
+  const Plan p = plan_for({q.size(-2), k.size(-2), q.size(-1), v.size(-1), q.stride(-2), q.stride(-1),
+                           k.stride(-2), k.stride(-1), v.stride(-2), out_view.stride(-2),
+                           mask.defined() ? mask.stride(-2) : 0, 0, scale});
+  // Blocks of 16 query rows, at least a few tasks per thread so that threads share small batches.
+  const int64_t threads = at::get_num_threads(), blocks = (p.s.lq + kRows - 1) / kRows;
+  int64_t per_head = std::clamp<int64_t>((4 * threads + heads - 1) / heads, 1, blocks);
+  const int64_t rows = (blocks + per_head - 1) / per_head * kRows;
+  per_head = (p.s.lq + rows - 1) / rows;
+  static std::atomic<int64_t> calls{0};
+  const int64_t call = calls++;
+  const T* qp = static_cast<const T*>(q.data_ptr());
+  const T* kp = static_cast<const T*>(k.data_ptr());
+  const T* vp = static_cast<const T*>(v.data_ptr());
+  const float* mp = mask.defined() ? mask.data_ptr<float>() : nullptr;
+  T* op = static_cast<T*>(out_view.data_ptr());
+  at::parallel_for(0, heads * per_head, 1, [&](int64_t first, int64_t last) {
+    run_tasks(first, last, call, p, per_head, rows, qp, kp, vp, mp, op, batch, q, k, v, mask, out_view);
+  });
+}
+
+#undef JITFUSE_AMX
+
+}  // namespace amx
+
 // The three primitives of one attention shape; `supported` false when oneDNN has no optimized
 // kernel for some step (a mask broadcast its binary post-op does not take, say).
 struct AttentionPrimitives : onednn::CachedPrimitive {
@@ -322,9 +630,10 @@ std::pair<at::Tensor, at::Tensor> new_context(const at::Tensor& q, const at::Ten
   return {out, out.transpose(1, 2)};
 }
 
-at::Tensor attention_direct(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v_in,
-                            const at::Tensor& mask_in, double scale, bool heads_last,
-                            at::IntArrayRef scores_sizes) {
+// The direct kernel, or with `tiles` the AMX kernel: q, k, v read where they lie.
+at::Tensor attention_own(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v_in,
+                         const at::Tensor& mask_in, double scale, bool heads_last,
+                         at::IntArrayRef scores_sizes, bool tiles) {
   at::Tensor mask;
   if (mask_in.defined()) {
     mask = mask_in.to(at::kFloat).expand(scores_sizes);
@@ -332,10 +641,12 @@ at::Tensor attention_direct(const at::Tensor& q, const at::Tensor& k, const at::
   }
   const at::Tensor v = v_in.stride(-1) == 1 ? v_in : dense(v_in, v_in.scalar_type());
   auto [out, out_view] = new_context(q, v, heads_last);
+  const float s = static_cast<float>(scale);
   if (q.scalar_type() == at::kFloat)
-    direct::attention<float>(q, k, v, mask, static_cast<float>(scale), out_view);
+    tiles ? amx::attention<float>(q, k, v, mask, s, out_view) : direct::attention<float>(q, k, v, mask, s, out_view);
   else
-    direct::attention<vec::bf16>(q, k, v, mask, static_cast<float>(scale), out_view);
+    tiles ? amx::attention<vec::bf16>(q, k, v, mask, s, out_view)
+          : direct::attention<vec::bf16>(q, k, v, mask, s, out_view);
   return out;
 }
 
@@ -408,7 +719,7 @@ at::Tensor attention_primitives(const at::Tensor& q_in, const at::Tensor& k_in, 
 
 // Which implementation computes a call: the faster one for the CPU and shape (`best`), or one
 // named (tests compare both on any machine through `_attention_with`).
-enum class Kernel { best, direct, primitives };
+enum class Kernel { best, direct, amx, primitives };
 
 at::Tensor attention_with(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                           const std::optional<at::Tensor>& mask_in, const std::optional<at::Scalar>& scale_in,
@@ -447,11 +758,17 @@ at::Tensor attention_with(const at::Tensor& q, const at::Tensor& k, const at::Te
   // bf16 with native kernels: the primitives multiply at twice the f32 rate (1.5-1.8x the direct
   // kernel on AVX-512 bf16; 1.7x for BERT-base's float32 heads at batch 8 on AMX, their bf16
   // copies included).
-  if (kernel == Kernel::best)
-    kernel = ctype == at::kFloat && direct::serves(q.size(-1), v.size(-1), k.size(-2)) ? Kernel::direct
-                                                                                       : Kernel::primitives;
-  return kernel == Kernel::direct ? attention_direct(q, k, v, mask, scale, heads_last, scores_sizes)
-                                  : attention_primitives(q, k, v, mask, scale, heads_last, scores_sizes, ctype);
+  // With AMX, bf16 products on the tiles beat both (see amx::).
+  if (kernel == Kernel::best) {
+    const int64_t d = q.size(-1), dv = v.size(-1), lk = k.size(-2);
+    kernel = ctype == at::kBFloat16 && amx::serves(q.size(-2), d, dv, lk) ? Kernel::amx
+             : ctype == at::kFloat && direct::serves(d, dv, lk) ? Kernel::direct
+                                                                : Kernel::primitives;
+  }
+  TORCH_CHECK(kernel != Kernel::amx || amx::available(), "jitfuse attention: this CPU has no AMX tiles");
+  if (kernel == Kernel::primitives)
+    return attention_primitives(q, k, v, mask, scale, heads_last, scores_sizes, ctype);
+  return attention_own(q, k, v, mask, scale, heads_last, scores_sizes, kernel == Kernel::amx);
 }
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -469,17 +786,20 @@ TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
   m.def("attention(Tensor q, Tensor k, Tensor v, Tensor? mask, Scalar? scale, bool divide, "
         "bool heads_last, bool low_precision=False) -> Tensor",
         torch::dispatch(c10::DispatchKey::CPU, TORCH_FN(attention)));
-  // Tests: one implementation by name ("direct" or "primitives"), whatever the CPU.
+  // Tests: one implementation by name ("direct", "amx" where the CPU has AMX, or "primitives").
   m.def("_attention_with(Tensor q, Tensor k, Tensor v, Tensor? mask, Scalar? scale, bool divide, "
         "bool heads_last, str kernel) -> Tensor",
         torch::dispatch(c10::DispatchKey::CPU,
                         [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                            const std::optional<at::Tensor>& mask, const std::optional<at::Scalar>& scale,
                            bool divide, bool heads_last, c10::string_view kernel) {
-                          TORCH_CHECK(kernel == "direct" || kernel == "primitives",
-                                      "jitfuse _attention_with: kernel is \"direct\" or \"primitives\", got ", kernel);
+                          TORCH_CHECK(kernel == "direct" || kernel == "amx" || kernel == "primitives",
+                                      "jitfuse _attention_with: kernel is \"direct\", \"amx\" or \"primitives\", got ",
+                                      kernel);
                           return attention_with(q, k, v, mask, scale, divide, heads_last, false,
-                                                kernel == "direct" ? Kernel::direct : Kernel::primitives);
+                                                kernel == "direct" ? Kernel::direct
+                                                : kernel == "amx"  ? Kernel::amx
+                                                                   : Kernel::primitives);
                         }));
 }
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import jitfuse  # noqa: F401
+import jitfuse
 from harness import assert_matches, fused_ops, optimized
 
 H = 32
@@ -348,9 +348,13 @@ def test_direct_calls_match_aten():
     torch.testing.assert_close(ops.mul_add_softmax(sc, 0.5, m[0, 0, 0]), torch.softmax(sc * 0.5 + m[0, 0, 0], -1))
 
 
-# ---- the attention op's two implementations against float64 -----------------------------------
-# The direct kernel (one head at a time, q, k, v read in place) and the oneDNN primitives, each
-# forced through jitfuse::_attention_with on whatever CPU runs the tests.
+# ---- the attention op's implementations against float64 -------------------------------------
+# The direct kernel (one head at a time, q, k, v read in place), the AMX kernel (bf16 products on
+# the tiles; where the CPU has AMX) and the oneDNN primitives, each forced through
+# jitfuse::_attention_with.
+HAS_AMX = "amx" in jitfuse.onednn_isa()
+KERNELS = ["direct", pytest.param("amx", marks=pytest.mark.skipif(not HAS_AMX, reason="no AMX on this CPU")),
+           "primitives"]
 
 def fused_qkv_views(b, h, s, d):
     """q, k, v as a fused projection's views: [b, h, s, d], rows 3 * h * d apart."""
@@ -383,6 +387,8 @@ ATTENTION_CASES = {
     "k transposed in memory, v strided": lambda: (torch.randn(2, 3, 10, 16),
                                                    torch.randn(2, 3, 16, 12).transpose(-1, -2),
                                                    torch.randn(2, 3, 24, 12).transpose(-1, -2), bert_mask(2, 12, 3)),
+    "BERT heads: 16-row blocks, a partial one, keys past whole tiles": lambda: (
+        *fused_qkv_views(2, 4, 70, 64)[:1], *fused_qkv_views(2, 4, 130, 64)[1:], bert_mask(2, 130, 9)),
     "128-wide heads (primitives where best)": lambda: (torch.randn(1, 2, 6, 128), torch.randn(1, 2, 20, 128),
                                                        torch.randn(1, 2, 20, 128), bert_mask(1, 20, 4)),
 }
@@ -396,14 +402,14 @@ def attention64(q, k, v, mask, scale, heads_last):
     return out.transpose(1, 2) if heads_last else out
 
 
-@pytest.mark.parametrize("kernel", ["direct", "primitives"])
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("case", list(ATTENTION_CASES))
 def test_attention_kernels_match_float64(case, dtype, kernel):
     q, k, v, mask = (t.to(dtype) if t is not None else None for t in ATTENTION_CASES[case]())
-    # fp32: both within 1e-5. bf16: the direct kernel rounds once (the context), the primitives
-    # also round the probabilities.
-    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    # fp32: within 1e-5. bf16: the direct kernel rounds once (the context), the primitives also
+    # round the probabilities; the AMX kernel multiplies in bf16 whatever the dtype.
+    tol = 1e-5 if dtype == torch.float32 and kernel != "amx" else 2e-2
     for heads_last in [False, True] if q.dim() == 4 else [False]:
         for scale, divide in [(None, False), (8.0, True), (0.3, False)]:
             got = ops._attention_with(q, k, v, mask, scale, divide, heads_last, kernel)
@@ -424,7 +430,18 @@ def test_attention_picks_the_direct_kernel_for_float32_heads_up_to_64_on_avx512(
     assert not torch.equal(best, ops._attention_with(q, k, v, mask, None, False, True, other))
 
 
-@pytest.mark.parametrize("kernel", ["direct", "primitives"])
+@pytest.mark.skipif(not HAS_AMX, reason="no AMX on this CPU")
+def test_attention_picks_the_amx_kernel_for_bf16_heads_of_64_queries_or_more():
+    q, k, v = (t.bfloat16() for t in fused_qkv_views(2, 3, 64, 64))
+    mask = bert_mask(2, 64, 4)
+    best = ops.attention(q, k, v, mask, None, False, True)
+    assert torch.equal(best, ops._attention_with(q, k, v, mask, None, False, True, "amx"))
+    assert not torch.equal(best, ops._attention_with(q, k, v, mask, None, False, True, "primitives"))
+    few = ops.attention(q[:, :, :8], k, v, mask, None, False, True)  # 8 queries: packing k, v does not pay
+    assert torch.equal(few, ops._attention_with(q[:, :, :8], k, v, mask, None, False, True, "primitives"))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 def test_attention_rows_with_nan_or_nothing_to_attend_are_nan_as_in_aten(kernel):
     q, k, v = torch.randn(2, 2, 6, 16), torch.randn(2, 2, 19, 16), torch.randn(2, 2, 19, 16)
     mask = torch.zeros(2, 1, 6, 19)
@@ -434,10 +451,11 @@ def test_attention_rows_with_nan_or_nothing_to_attend_are_nan_as_in_aten(kernel)
     got = ops._attention_with(q, k, v, mask, None, False, False, kernel)
     want = torch.softmax(q @ k.transpose(-1, -2) / 4 + mask, -1) @ v
     assert torch.equal(torch.isnan(got), torch.isnan(want)) and torch.isnan(want).any()
-    torch.testing.assert_close(got.nan_to_num(), want.nan_to_num(), rtol=1e-5, atol=1e-5)
+    tol = 2e-2 if kernel == "amx" else 1e-5
+    torch.testing.assert_close(got.nan_to_num(), want.nan_to_num(), rtol=tol, atol=tol)
 
 
 def test_attention_kernel_name_is_checked():
     q = torch.randn(1, 2, 3, 4)
-    with pytest.raises(RuntimeError, match='kernel is "direct" or "primitives", got fast'):
+    with pytest.raises(RuntimeError, match='kernel is "direct", "amx" or "primitives", got fast'):
         ops._attention_with(q, q, q, None, None, False, False, "fast")
