@@ -21,6 +21,8 @@ every batch of every model and the stock bf16 and ofi rows too.
 --profile adds, per cell, where one jitfuse call's time goes: each fused op, each ATen op left,
 conversions and reorders, as shares of the call (torch.profiler, self times; an int8 op's
 activation quantization is its own row, `jitfuse::quantize_rows`, apart from the product).
+--peak adds, per cell, the FLOPs of one call and the time of its compute ops each re-run alone at
+its peak on the very same arguments (bench/peak.py): how far the call is from its kernels' limit.
 Writes the table (markdown) and a bar chart (PNG) to bench/results/.
 """
 import argparse
@@ -36,6 +38,7 @@ import torch
 import jitfuse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peak  # noqa: E402
 import peers  # noqa: E402
 from encoder import bert_base  # noqa: E402
 from resnet50 import resnet50  # noqa: E402
@@ -88,11 +91,14 @@ class Variant:
         self.name, self.module, self.dtype = name, module, dtype
         self.jitfuse_on, self.onednn_fuser = jitfuse_on, onednn_fuser
 
+    def cast(self, inputs):
+        return tuple(t.to(self.dtype) if t.is_floating_point() else t for t in inputs)
+
     def __call__(self, *inputs):
         jitfuse.set_enabled(self.jitfuse_on)
         torch.jit.enable_onednn_fusion(self.onednn_fuser)
         try:
-            return self.module(*(t.to(self.dtype) if t.is_floating_point() else t for t in inputs))
+            return self.module(*self.cast(inputs))
         finally:
             jitfuse.set_enabled(True)
             torch.jit.enable_onednn_fusion(False)
@@ -270,9 +276,12 @@ def bench_group(name, batch, dtype, args):
     if batch > 1:  # a call takes ~batch times longer; fewer calls keep the run short
         warmup, iters, block = max(3, warmup // 4), max(6, iters // 3), 2
     medians = interleaved([baseline] + variants, inputs, warmup, iters, block)
+    ours = next(v for v in variants if v.name == "jitfuse")
     if args.profile:
-        ours = next(v for v in variants if v.name == "jitfuse")
         print_profile(f"{name} batch {batch} {dtype} jitfuse", *profile(ours, inputs))
+    if args.peak:
+        peak.print_peaks(f"{name} batch {batch} {dtype} jitfuse",
+                         peak.kernel_peaks(ours.module, ours.cast(inputs)), medians["jitfuse"])
     return medians
 
 
@@ -286,6 +295,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calibration", type=int, default=10, help="int8 calibration batches")
     ap.add_argument("--profile", action="store_true", help="where one jitfuse call's time goes, per group")
+    ap.add_argument("--peak", action="store_true",
+                    help="per cell, its FLOPs and the peak of jitfuse's own kernels on the same shapes")
     ap.add_argument("--full", action="store_true",
                     help="every batch of every model, and the stock bf16 (where the CPU has bf16 "
                          "instructions) and ofi rows")
