@@ -6,13 +6,14 @@
 //   they lie (views of a fused QKV projection included), scores kept in the caches, float32
 //   arithmetic. Used on AVX-512 CPUs where the primitives would compute in float32, for heads
 //   up to 64 wide and up to 512 keys (direct::serves).
-// - the AMX kernel (namespace amx): the same walk with bf16 products on the tiles, k and v packed
-//   once per head into the tiles' layouts. Used for bf16 products on CPUs with AMX, heads up to 64
-//   wide, at least 64 queries, up to 2048 keys (amx::serves).
+// - the packed kernel (namespace packed): the same walk with bf16 products, k and v packed once
+//   per head into AMX's pair-interleaved layout, multiplied on the AMX tiles or, without AMX, by
+//   AVX-512 bf16 dot products. Used for bf16 products on CPUs with either, heads up to 64 wide,
+//   enough queries (64 on the tiles, 16 on vectors), up to 2048 keys (packed::serves).
 // - three oneDNN primitives on head-major copies of q, k, v: a batched matmul writing float32
 //   scores with the scale and the mask as post-ops, a softmax, and a batched matmul writing the
-//   context. Used for bfloat16 on CPUs with bf16 kernels but no AMX (they multiply at twice the
-//   f32 rate), and for whatever the kernels above do not serve.
+//   context. Used for bfloat16 where the kernels above do not serve (on CPUs with bf16 kernels
+//   they multiply at twice the f32 rate).
 // Schema at the bottom.
 #include "ops/allocator.h"
 #include "ops/onednn.h"
@@ -280,14 +281,19 @@ void attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, co
 
 }  // namespace direct
 
-// ---- the AMX kernel --------------------------------------------------------------------------
-// bf16 products on the AMX tiles, the direct kernel's float32 softmax between them. Per (batch,
-// head), k and v are packed once per thread into the tiles' pair-interleaved operand layout; then
-// per block of 16 query rows: scores = q k^T (16 x lk float32, in the caches), scale, mask and
-// softmax, the probabilities rounded to bf16, context = p v, scaled by 1 / sum. oneDNN's three
-// primitives compute the same in the same precision, with a call, a head-major copy of q, k, v and
-// a scores round trip through memory per step: 1.7x slower on BERT-base's heads (AMX, 2 threads).
-namespace amx {
+// ---- the packed kernel: bf16 products on AMX tiles or AVX-512 bf16 dot products ----------------
+// bf16 products, the direct kernel's float32 softmax between them. Per (batch, head), k and v are
+// packed once per thread into the AMX tiles' pair-interleaved operand layout; then per block of 16
+// query rows: scores = q k^T (16 x lk float32, in the caches), scale, mask and softmax, the
+// probabilities rounded to bf16, context = p v, scaled by 1 / sum. The products run on the tiles
+// (Engine::tiles), or where the CPU has no AMX as AVX-512 bf16 dot products on the same packed
+// operands (Engine::vectors: a packed tile's row is, for 16 columns, the pair vdpbf16ps multiplies).
+// oneDNN's three primitives compute the same in the same precision, with a call, a head-major copy
+// of q, k, v and a scores round trip through memory per step: 1.7x slower on BERT-base's heads
+// (AMX, 2 threads).
+namespace packed {
+
+enum class Engine { tiles, vectors };
 
 using vec::bf16;
 
@@ -301,7 +307,7 @@ int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // Whether this process may use the tiles: oneDNN dispatches to AMX, and Linux has granted the
 // tile state (it does so on request, once per process; oneDNN asks too).
-bool available() {
+bool tiles_available() {
   static const bool ok = [] {
 #if defined(__x86_64__) && defined(__linux__)
     constexpr long kRequestPermission = 0x1023, kTileData = 18;  // ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA
@@ -313,12 +319,25 @@ bool available() {
   return ok;
 }
 
-// Where it pays (Xeon with AMX, 2 threads, against the primitives on the same bf16 products, q, k,
-// v views of a QKV projection): 64-wide heads of at least 64 queries and up to 2048 keys, 1.1-1.8x
-// (BERT-base: 1.8x at batch 1, 1.25x at batch 8). With fewer queries, packing k and v per head
-// costs more than it saves (1 query: 0.6x); 128-wide heads of 256: 0.9x.
-bool serves(int64_t lq, int64_t d, int64_t dv, int64_t lk) {
-  return available() && lq >= 64 && d <= 64 && dv <= 64 && lk <= 2048;
+// Whether the CPU has AVX-512 bf16 dot products (Cooper Lake and later Xeons, Zen 4 and later).
+bool vectors_available() {
+  static const bool ok = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw");
+  return ok;
+}
+
+bool available(Engine e) { return e == Engine::tiles ? tiles_available() : vectors_available(); }
+
+// Where it pays, against the primitives on the same bf16 products (q, k, v views of a QKV
+// projection, 2 threads): 64-wide heads of enough queries and up to 2048 keys. With fewer queries,
+// packing k and v per head costs more than it saves; wider heads lose a little.
+// - tiles (Xeon with AMX): >= 64 queries, 1.1-1.8x (BERT-base: 1.8x at batch 1, 1.25x at batch 8);
+//   1 query: 0.6x; 128-wide heads of 256: 0.9x.
+// - vectors (AMD EPYC Zen 5, AVX-512 bf16, no AMX): >= 16 queries, 1.1-2.3x (BERT-base: 1.4x at
+//   batch 1, 1.75x at batch 8; 12 heads of 16 x 128: 1.25x); 1 query of 512 keys: 0.5x; 80- and
+//   128-wide heads of 128: 0.8-0.9x.
+bool serves(Engine e, int64_t lq, int64_t d, int64_t dv, int64_t lk) {
+  const int64_t min_queries = e == Engine::tiles ? 64 : 16;
+  return available(e) && lq >= min_queries && d <= 64 && dv <= 64 && lk <= 2048;
 }
 
 // One head's shape: the direct kernel's Shape (ldk: lk rounded to 16, the scores' row) and the
@@ -334,7 +353,9 @@ Plan plan_for(const direct::Shape& s) {
   return p;
 }
 
-#define JITFUSE_AMX [[gnu::target("avx512f,avx512bw,amx-tile,amx-bf16")]]
+// Both engines' code: the compiler never emits tile or bf16 instructions of its own accord, so the
+// vector engine compiled with them runs on CPUs without AMX.
+#define JITFUSE_PACKED [[gnu::target("avx512f,avx512bw,avx512bf16,amx-tile,amx-bf16")]]
 
 // n values of a row (elements `stride` apart) as bf16 into dst, zeros up to `padded`.
 template <class T>
@@ -361,7 +382,7 @@ template <class T>
 // row r holds, for each key j, the pair k[j][2r], k[j][2r + 1] (zero past lk and d): a transpose
 // of 32-bit pairs. `rows` is scratch for k's rows in bf16.
 template <class T>
-JITFUSE_AMX void pack_keys(const T* k, const Plan& p, bf16* out, bf16* rows) {
+JITFUSE_PACKED void pack_keys(const T* k, const Plan& p, bf16* out, bf16* rows) {
   const auto& s = p.s;
   const int64_t chunks = p.dp / kDepth, pairs = p.dp / 2;
   for (int64_t j = 0; j < s.ldk; ++j) bf16_row(k + j * s.k_row, s.k_col, j < s.lk ? s.d : 0, p.dp, rows + j * p.dp);
@@ -380,7 +401,7 @@ JITFUSE_AMX void pack_keys(const T* k, const Plan& p, bf16* out, bf16* rows) {
 // v as the B operand of p v: per block of 32 keys and 16 columns, a tile whose row r holds, for
 // each column c, the pair v[2r][c], v[2r + 1][c] (zero past lk and dv): rows interleaved two by two.
 template <class T>
-JITFUSE_AMX void pack_values(const T* v, const Plan& p, bf16* out, bf16* rows) {
+JITFUSE_PACKED void pack_values(const T* v, const Plan& p, bf16* out, bf16* rows) {
   const auto& s = p.s;
   const int64_t blocks = p.dvp / kCols;
   for (int64_t j = 0; j < p.lkp; ++j) bf16_row(v + j * s.v_row, 1, j < s.lk ? s.dv : 0, p.dvp, rows + j * p.dvp);
@@ -414,7 +435,7 @@ struct Buffers {
 // c (float32, ldc apart) = a . b for n <= 4 accumulator tiles side by side: a is 16 rows (lda
 // apart) of `steps` x 32 bf16, b the packed operand tiles (b_step apart along the depth,
 // b_tile apart along c's columns). The n sums are independent: their multiplies overlap.
-JITFUSE_AMX inline void multiply_tiles(const bf16* a, int64_t lda, int64_t steps, const bf16* b, int64_t b_step,
+JITFUSE_PACKED inline void multiply_tiles(const bf16* a, int64_t lda, int64_t steps, const bf16* b, int64_t b_step,
                                        int64_t b_tile, int64_t n, float* c, int64_t ldc) {
   _tile_zero(0);
   _tile_zero(1);
@@ -444,16 +465,61 @@ JITFUSE_AMX inline void multiply_tiles(const bf16* a, int64_t lda, int64_t steps
   if (n > 3) _tile_stored(3, c + 3 * kCols, ldc * sizeof(float));
 }
 
+// What multiply_tiles computes, as AVX-512 bf16 dot products: per 4 rows of a and pair of its
+// depth, the pair broadcast against row `pair` of each of the N packed tiles (16 columns x 2).
+template <int N>
+JITFUSE_PACKED inline void multiply_vectors(const bf16* a, int64_t lda, int64_t steps, const bf16* b, int64_t b_step,
+                                            int64_t b_tile, float* c, int64_t ldc) {
+  constexpr int kBlock = 4;  // rows of a per pass: 4 x N sums hide the dot products' latency
+  for (int64_t r0 = 0; r0 < kRows; r0 += kBlock) {
+    __m512 acc[kBlock][N];
+    for (auto& row : acc)
+      for (auto& x : row) x = _mm512_setzero_ps();
+    for (int64_t step = 0; step < steps; ++step) {
+      const bf16* bt = b + step * b_step;
+      const bf16* rows_a = a + r0 * lda + step * kDepth;
+      for (int64_t pair = 0; pair < kDepth / 2; ++pair) {
+        __m512bh bv[N];
+        for (int t = 0; t < N; ++t) bv[t] = (__m512bh)_mm512_loadu_si512(bt + t * b_tile + pair * kDepth);
+        for (int r = 0; r < kBlock; ++r) {
+          int32_t two;
+          std::memcpy(&two, rows_a + r * lda + 2 * pair, sizeof two);
+          const auto av = (__m512bh)_mm512_set1_epi32(two);
+          for (int t = 0; t < N; ++t) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], av, bv[t]);
+        }
+      }
+    }
+    for (int r = 0; r < kBlock; ++r)
+      for (int t = 0; t < N; ++t) _mm512_storeu_ps(c + (r0 + r) * ldc + t * kCols, acc[r][t]);
+  }
+}
+
+// c = a . b for n <= 4 blocks of 16 columns, on the engine E.
+template <Engine E>
+JITFUSE_PACKED inline void multiply(const bf16* a, int64_t lda, int64_t steps, const bf16* b, int64_t b_step,
+                                    int64_t b_tile, int64_t n, float* c, int64_t ldc) {
+  if constexpr (E == Engine::tiles) {
+    multiply_tiles(a, lda, steps, b, b_step, b_tile, n, c, ldc);
+  } else {
+    switch (n) {
+      case 4: multiply_vectors<4>(a, lda, steps, b, b_step, b_tile, c, ldc); break;
+      case 3: multiply_vectors<3>(a, lda, steps, b, b_step, b_tile, c, ldc); break;
+      case 2: multiply_vectors<2>(a, lda, steps, b, b_step, b_tile, c, ldc); break;
+      default: multiply_vectors<1>(a, lda, steps, b, b_step, b_tile, c, ldc); break;
+    }
+  }
+}
+
 // One block's context: out rows [i, i + rows) = probs . v * inv_sum.
-template <class T>
-JITFUSE_AMX void context_rows(T* out, const Plan& p, int64_t i, int64_t rows, const float* inv_sum, Buffers& b) {
+template <Engine E, class T>
+JITFUSE_PACKED void context_rows(T* out, const Plan& p, int64_t i, int64_t rows, const float* inv_sum, Buffers& b) {
   const auto& s = p.s;
   const int64_t blocks = p.dvp / kCols;
   constexpr int64_t ld = kGroup * kCols;
   for (int64_t g = 0; g < blocks; g += kGroup) {
     const int64_t n = std::min(kGroup, blocks - g);
-    multiply_tiles(b.probs.data(), p.lkp, p.lkp / kDepth, b.v.data() + g * kTileSize, blocks * kTileSize,
-                   kTileSize, n, b.context.data(), ld);
+    multiply<E>(b.probs.data(), p.lkp, p.lkp / kDepth, b.v.data() + g * kTileSize, blocks * kTileSize,
+                kTileSize, n, b.context.data(), ld);
     const int64_t c0 = g * kCols, cols = std::min(n * kCols, s.dv - c0);
     for (int64_t r = 0; r < rows; ++r) {
       T* o = out + (i + r) * s.out_row + c0;
@@ -468,8 +534,8 @@ JITFUSE_AMX void context_rows(T* out, const Plan& p, int64_t i, int64_t rows, co
 // Query rows [begin, end) of one head, k and v packed. A block's context is computed after the
 // next block's scores: the tiles cannot load the probabilities straight from the vector stores
 // that wrote them, and the scores give those stores time to reach the cache.
-template <class T>
-JITFUSE_AMX void attend_rows(const T* q, const float* mask, T* out, const Plan& p, int64_t begin, int64_t end,
+template <Engine E, class T>
+JITFUSE_PACKED void attend_rows(const T* q, const float* mask, T* out, const Plan& p, int64_t begin, int64_t end,
                              Buffers& b) {
   const auto& s = p.s;
   const int64_t chunks = p.dp / kDepth, key_blocks = s.ldk / kCols;
@@ -489,9 +555,9 @@ JITFUSE_AMX void attend_rows(const T* q, const float* mask, T* out, const Plan& 
         bf16_row(q + (i + r) * s.q_row, s.q_col, r < rows ? s.d : 0, p.dp, b.q.data() + r * p.dp);
     }
     for (int64_t kb = 0; kb < key_blocks; kb += kGroup)
-      multiply_tiles(qt, ldq, chunks, b.k.data() + kb * chunks * kTileSize, kTileSize, chunks * kTileSize,
-                     std::min(kGroup, key_blocks - kb), b.scores.data() + kb * kCols, s.ldk);
-    if (pending >= 0) context_rows(out, p, pending, pending_rows, inv_sum, b);
+      multiply<E>(qt, ldq, chunks, b.k.data() + kb * chunks * kTileSize, kTileSize, chunks * kTileSize,
+                  std::min(kGroup, key_blocks - kb), b.scores.data() + kb * kCols, s.ldk);
+    if (pending >= 0) context_rows<E>(out, p, pending, pending_rows, inv_sum, b);
     for (int64_t r = 0; r < rows; ++r) {
       bf16* probs = b.probs.data() + r * p.lkp;
       inv_sum[r] = direct::softmax_row(b.scores.data() + r * s.ldk, mask ? mask + (i + r) * s.mask_row : nullptr,
@@ -501,13 +567,13 @@ JITFUSE_AMX void attend_rows(const T* q, const float* mask, T* out, const Plan& 
     pending = i;
     pending_rows = rows;
   }
-  if (pending >= 0) context_rows(out, p, pending, pending_rows, inv_sum, b);
+  if (pending >= 0) context_rows<E>(out, p, pending, pending_rows, inv_sum, b);
 }
 
-// Tasks [first, last) of one call on this thread, between loading the tiles' shape and releasing
-// them (oneDNN's kernels load their own).
-template <class T>
-JITFUSE_AMX void run_tasks(int64_t first, int64_t last, int64_t call, const Plan& p, int64_t per_head, int64_t rows,
+// Tasks [first, last) of one call on this thread; on the tiles between loading their shape and
+// releasing them (oneDNN's kernels load their own).
+template <Engine E, class T>
+JITFUSE_PACKED void run_tasks(int64_t first, int64_t last, int64_t call, const Plan& p, int64_t per_head, int64_t rows,
                            const T* q, const T* k, const T* v, const float* mask, T* out, at::IntArrayRef batch,
                            const at::Tensor& qt, const at::Tensor& kt, const at::Tensor& vt, const at::Tensor& mt,
                            const at::Tensor& ot) {
@@ -519,12 +585,14 @@ JITFUSE_AMX void run_tasks(int64_t first, int64_t last, int64_t call, const Plan
   b.scores.resize(kRows * p.s.ldk);
   b.context.resize(kRows * kGroup * kCols);
   b.rows.resize(p.lkp * std::max(p.dp, p.dvp));
-  TileConfig config;
-  for (int t = 0; t < 8; ++t) {
-    config.rows[t] = kRows;
-    config.bytes_per_row[t] = 64;
+  if constexpr (E == Engine::tiles) {
+    TileConfig config;
+    for (int t = 0; t < 8; ++t) {
+      config.rows[t] = kRows;
+      config.bytes_per_row[t] = 64;
+    }
+    _tile_loadconfig(&config);
   }
-  _tile_loadconfig(&config);
   for (int64_t task = first; task < last; ++task) {
     const int64_t n = task / per_head, begin = task % per_head * rows, end = std::min(p.s.lq, begin + rows);
     if (b.packed != std::pair{call, n}) {
@@ -532,16 +600,16 @@ JITFUSE_AMX void run_tasks(int64_t first, int64_t last, int64_t call, const Plan
       pack_values(v + direct::batch_offset(n, batch, vt.strides()), p, b.v.data(), b.rows.data());
       b.packed = {call, n};
     }
-    attend_rows(q + direct::batch_offset(n, batch, qt.strides()),
+    attend_rows<E>(q + direct::batch_offset(n, batch, qt.strides()),
                 mask ? mask + direct::batch_offset(n, batch, mt.strides()) : nullptr,
                 out + direct::batch_offset(n, batch, ot.strides()), p, begin, end, b);
   }
-  _tile_release();
+  if constexpr (E == Engine::tiles) _tile_release();
 }
 
 // As direct::attention: q, k, v of one dtype T, mask float32 of the scores' shape (last dim
 // dense) or undefined, out_view of the context's shape (last dim dense); v's last dim dense.
-template <class T>
+template <Engine E, class T>
 void attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                float scale, const at::Tensor& out_view) {
   const int64_t rank = q.dim();
@@ -563,13 +631,13 @@ void attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, co
   const float* mp = mask.defined() ? mask.data_ptr<float>() : nullptr;
   T* op = static_cast<T*>(out_view.data_ptr());
   at::parallel_for(0, heads * per_head, 1, [&](int64_t first, int64_t last) {
-    run_tasks(first, last, call, p, per_head, rows, qp, kp, vp, mp, op, batch, q, k, v, mask, out_view);
+    run_tasks<E>(first, last, call, p, per_head, rows, qp, kp, vp, mp, op, batch, q, k, v, mask, out_view);
   });
 }
 
-#undef JITFUSE_AMX
+#undef JITFUSE_PACKED
 
-}  // namespace amx
+}  // namespace packed
 
 // The three primitives of one attention shape; `supported` false when oneDNN has no optimized
 // kernel for some step (a mask broadcast its binary post-op does not take, say).
@@ -630,10 +698,14 @@ std::pair<at::Tensor, at::Tensor> new_context(const at::Tensor& q, const at::Ten
   return {out, out.transpose(1, 2)};
 }
 
-// The direct kernel, or with `tiles` the AMX kernel: q, k, v read where they lie.
+// Which implementation computes a call: the faster one for the CPU and shape (`best`), or one
+// named (tests compare them on any machine through `_attention_with`).
+enum class Kernel { best, direct, amx, avx512_bf16, primitives };
+
+// The direct kernel or the packed kernel on one of its engines: q, k, v read where they lie.
 at::Tensor attention_own(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v_in,
                          const at::Tensor& mask_in, double scale, bool heads_last,
-                         at::IntArrayRef scores_sizes, bool tiles) {
+                         at::IntArrayRef scores_sizes, Kernel kernel) {
   at::Tensor mask;
   if (mask_in.defined()) {
     mask = mask_in.to(at::kFloat).expand(scores_sizes);
@@ -642,11 +714,20 @@ at::Tensor attention_own(const at::Tensor& q, const at::Tensor& k, const at::Ten
   const at::Tensor v = v_in.stride(-1) == 1 ? v_in : dense(v_in, v_in.scalar_type());
   auto [out, out_view] = new_context(q, v, heads_last);
   const float s = static_cast<float>(scale);
+  const auto run = [&](auto element) {
+    using T = decltype(element);
+    using packed::Engine;
+    if (kernel == Kernel::amx)
+      packed::attention<Engine::tiles, T>(q, k, v, mask, s, out_view);
+    else if (kernel == Kernel::avx512_bf16)
+      packed::attention<Engine::vectors, T>(q, k, v, mask, s, out_view);
+    else
+      direct::attention<T>(q, k, v, mask, s, out_view);
+  };
   if (q.scalar_type() == at::kFloat)
-    tiles ? amx::attention<float>(q, k, v, mask, s, out_view) : direct::attention<float>(q, k, v, mask, s, out_view);
+    run(float{});
   else
-    tiles ? amx::attention<vec::bf16>(q, k, v, mask, s, out_view)
-          : direct::attention<vec::bf16>(q, k, v, mask, s, out_view);
+    run(vec::bf16{});
   return out;
 }
 
@@ -717,10 +798,6 @@ at::Tensor attention_primitives(const at::Tensor& q_in, const at::Tensor& k_in, 
   return ctype == type ? out : out.to(type);
 }
 
-// Which implementation computes a call: the faster one for the CPU and shape (`best`), or one
-// named (tests compare both on any machine through `_attention_with`).
-enum class Kernel { best, direct, amx, primitives };
-
 at::Tensor attention_with(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                           const std::optional<at::Tensor>& mask_in, const std::optional<at::Scalar>& scale_in,
                           bool divide, bool heads_last, bool low_precision, Kernel kernel) {
@@ -758,17 +835,21 @@ at::Tensor attention_with(const at::Tensor& q, const at::Tensor& k, const at::Te
   // bf16 with native kernels: the primitives multiply at twice the f32 rate (1.5-1.8x the direct
   // kernel on AVX-512 bf16; 1.7x for BERT-base's float32 heads at batch 8 on AMX, their bf16
   // copies included).
-  // With AMX, bf16 products on the tiles beat both (see amx::).
+  // The packed kernel's bf16 products beat both, on AMX tiles or AVX-512 bf16 (see packed::).
+  using packed::Engine;
   if (kernel == Kernel::best) {
-    const int64_t d = q.size(-1), dv = v.size(-1), lk = k.size(-2);
-    kernel = ctype == at::kBFloat16 && amx::serves(q.size(-2), d, dv, lk) ? Kernel::amx
-             : ctype == at::kFloat && direct::serves(d, dv, lk) ? Kernel::direct
-                                                                : Kernel::primitives;
+    const int64_t lq = q.size(-2), d = q.size(-1), dv = v.size(-1), lk = k.size(-2);
+    kernel = ctype == at::kBFloat16 && packed::serves(Engine::tiles, lq, d, dv, lk)     ? Kernel::amx
+             : ctype == at::kBFloat16 && packed::serves(Engine::vectors, lq, d, dv, lk) ? Kernel::avx512_bf16
+             : ctype == at::kFloat && direct::serves(d, dv, lk)                          ? Kernel::direct
+                                                                                         : Kernel::primitives;
   }
-  TORCH_CHECK(kernel != Kernel::amx || amx::available(), "jitfuse attention: this CPU has no AMX tiles");
+  TORCH_CHECK(kernel != Kernel::amx || packed::available(Engine::tiles), "jitfuse attention: this CPU has no AMX tiles");
+  TORCH_CHECK(kernel != Kernel::avx512_bf16 || packed::available(Engine::vectors),
+              "jitfuse attention: this CPU has no AVX-512 bf16 dot products");
   if (kernel == Kernel::primitives)
     return attention_primitives(q, k, v, mask, scale, heads_last, scores_sizes, ctype);
-  return attention_own(q, k, v, mask, scale, heads_last, scores_sizes, kernel == Kernel::amx);
+  return attention_own(q, k, v, mask, scale, heads_last, scores_sizes, kernel);
 }
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -786,20 +867,23 @@ TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
   m.def("attention(Tensor q, Tensor k, Tensor v, Tensor? mask, Scalar? scale, bool divide, "
         "bool heads_last, bool low_precision=False) -> Tensor",
         torch::dispatch(c10::DispatchKey::CPU, TORCH_FN(attention)));
-  // Tests: one implementation by name ("direct", "amx" where the CPU has AMX, or "primitives").
+  // Tests: one implementation by name ("direct", "amx" where the CPU has AMX, "avx512_bf16" where it
+  // has AVX-512 bf16, or "primitives").
   m.def("_attention_with(Tensor q, Tensor k, Tensor v, Tensor? mask, Scalar? scale, bool divide, "
         "bool heads_last, str kernel) -> Tensor",
         torch::dispatch(c10::DispatchKey::CPU,
                         [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                            const std::optional<at::Tensor>& mask, const std::optional<at::Scalar>& scale,
                            bool divide, bool heads_last, c10::string_view kernel) {
-                          TORCH_CHECK(kernel == "direct" || kernel == "amx" || kernel == "primitives",
-                                      "jitfuse _attention_with: kernel is \"direct\", \"amx\" or \"primitives\", got ",
-                                      kernel);
-                          return attention_with(q, k, v, mask, scale, divide, heads_last, false,
-                                                kernel == "direct" ? Kernel::direct
-                                                : kernel == "amx"  ? Kernel::amx
-                                                                   : Kernel::primitives);
+                          const Kernel chosen = kernel == "direct"        ? Kernel::direct
+                                                : kernel == "amx"         ? Kernel::amx
+                                                : kernel == "avx512_bf16" ? Kernel::avx512_bf16
+                                                : kernel == "primitives"  ? Kernel::primitives
+                                                                          : Kernel::best;
+                          TORCH_CHECK(chosen != Kernel::best,
+                                      "jitfuse _attention_with: kernel is \"direct\", \"amx\", \"avx512_bf16\" or "
+                                      "\"primitives\", got ", kernel);
+                          return attention_with(q, k, v, mask, scale, divide, heads_last, false, chosen);
                         }));
 }
 

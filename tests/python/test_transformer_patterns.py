@@ -349,12 +349,17 @@ def test_direct_calls_match_aten():
 
 
 # ---- the attention op's implementations against float64 -------------------------------------
-# The direct kernel (one head at a time, q, k, v read in place), the AMX kernel (bf16 products on
-# the tiles; where the CPU has AMX) and the oneDNN primitives, each forced through
-# jitfuse::_attention_with.
+# The direct kernel (one head at a time, q, k, v read in place), the packed kernel (bf16 products
+# on the AMX tiles, or as AVX-512 bf16 dot products; where the CPU has them) and the oneDNN
+# primitives, each forced through jitfuse::_attention_with.
+with open("/proc/cpuinfo") as _f:
+    CPU_FLAGS = set(next(line for line in _f if line.startswith("flags")).split(":", 1)[1].split())
 HAS_AMX = "amx" in jitfuse.onednn_isa()
+HAS_AVX512_BF16 = {"avx512_bf16", "avx512bw"} <= CPU_FLAGS
 KERNELS = ["direct", pytest.param("amx", marks=pytest.mark.skipif(not HAS_AMX, reason="no AMX on this CPU")),
+           pytest.param("avx512_bf16", marks=pytest.mark.skipif(not HAS_AVX512_BF16, reason="no AVX-512 bf16")),
            "primitives"]
+BF16_PRODUCTS = ("amx", "avx512_bf16")  # kernels that multiply in bf16 whatever the dtype
 
 def fused_qkv_views(b, h, s, d):
     """q, k, v as a fused projection's views: [b, h, s, d], rows 3 * h * d apart."""
@@ -408,8 +413,8 @@ def attention64(q, k, v, mask, scale, heads_last):
 def test_attention_kernels_match_float64(case, dtype, kernel):
     q, k, v, mask = (t.to(dtype) if t is not None else None for t in ATTENTION_CASES[case]())
     # fp32: within 1e-5. bf16: the direct kernel rounds once (the context), the primitives also
-    # round the probabilities; the AMX kernel multiplies in bf16 whatever the dtype.
-    tol = 1e-5 if dtype == torch.float32 and kernel != "amx" else 2e-2
+    # round the probabilities; the packed kernel multiplies in bf16 whatever the dtype.
+    tol = 1e-5 if dtype == torch.float32 and kernel not in BF16_PRODUCTS else 2e-2
     for heads_last in [False, True] if q.dim() == 4 else [False]:
         for scale, divide in [(None, False), (8.0, True), (0.3, False)]:
             got = ops._attention_with(q, k, v, mask, scale, divide, heads_last, kernel)
@@ -420,8 +425,7 @@ def test_attention_kernels_match_float64(case, dtype, kernel):
 
 
 def test_attention_picks_the_direct_kernel_for_float32_heads_up_to_64_on_avx512():
-    with open("/proc/cpuinfo") as f:
-        avx512 = "avx512f" in next(line for line in f if line.startswith("flags")).split()
+    avx512 = "avx512f" in CPU_FLAGS
     q, k, v = fused_qkv_views(2, 3, 20, 32)
     mask = bert_mask(2, 20, 4)
     best = ops.attention(q, k, v, mask, None, False, True)
@@ -430,13 +434,18 @@ def test_attention_picks_the_direct_kernel_for_float32_heads_up_to_64_on_avx512(
     assert not torch.equal(best, ops._attention_with(q, k, v, mask, None, False, True, other))
 
 
-@pytest.mark.skipif(not HAS_AMX, reason="no AMX on this CPU")
-def test_attention_picks_the_amx_kernel_for_bf16_heads_of_64_queries_or_more():
+@pytest.mark.skipif(not (HAS_AMX or HAS_AVX512_BF16), reason="no AMX and no AVX-512 bf16 on this CPU")
+def test_attention_picks_the_packed_kernel_for_bf16_heads_of_64_queries():
+    packed = "amx" if HAS_AMX else "avx512_bf16"
     q, k, v = (t.bfloat16() for t in fused_qkv_views(2, 3, 64, 64))
     mask = bert_mask(2, 64, 4)
     best = ops.attention(q, k, v, mask, None, False, True)
-    assert torch.equal(best, ops._attention_with(q, k, v, mask, None, False, True, "amx"))
+    assert torch.equal(best, ops._attention_with(q, k, v, mask, None, False, True, packed))
     assert not torch.equal(best, ops._attention_with(q, k, v, mask, None, False, True, "primitives"))
+    # float32 heads of an int8 model (low_precision): the same bf16 products
+    q32, k32, v32 = q.float(), k.float(), v.float()
+    low = ops.attention(q32, k32, v32, mask, None, False, True, True)
+    assert torch.equal(low, ops._attention_with(q32, k32, v32, mask, None, False, True, packed))
     few = ops.attention(q[:, :, :8], k, v, mask, None, False, True)  # 8 queries: packing k, v does not pay
     assert torch.equal(few, ops._attention_with(q[:, :, :8], k, v, mask, None, False, True, "primitives"))
 
@@ -451,11 +460,11 @@ def test_attention_rows_with_nan_or_nothing_to_attend_are_nan_as_in_aten(kernel)
     got = ops._attention_with(q, k, v, mask, None, False, False, kernel)
     want = torch.softmax(q @ k.transpose(-1, -2) / 4 + mask, -1) @ v
     assert torch.equal(torch.isnan(got), torch.isnan(want)) and torch.isnan(want).any()
-    tol = 2e-2 if kernel == "amx" else 1e-5
+    tol = 2e-2 if kernel in BF16_PRODUCTS else 1e-5
     torch.testing.assert_close(got.nan_to_num(), want.nan_to_num(), rtol=tol, atol=tol)
 
 
 def test_attention_kernel_name_is_checked():
     q = torch.randn(1, 2, 3, 4)
-    with pytest.raises(RuntimeError, match='kernel is "direct", "amx" or "primitives", got fast'):
+    with pytest.raises(RuntimeError, match='kernel is "direct", "amx", "avx512_bf16" or "primitives", got fast'):
         ops._attention_with(q, q, q, None, None, False, False, "fast")
