@@ -54,14 +54,14 @@ const Filter kHardtanhBoundsConstant{
     },
     "hardtanh's min_val or max_val is not a constant"};
 
-// oneDNN's elu is alpha * (exp(x) - 1) for x < 0: torch's scale and input_scale must be 1.
+// jitfuse::conv2d_elu takes alpha only (its schema): torch's scale and input_scale must be 1.
 const Filter kEluIsPlain{
     [](const Match& m, const ValueMap& v) {
       return is_constant_number(bound(m, v, "scale"), 1.0) &&
              is_constant_number(bound(m, v, "input_scale"), 1.0) && is_constant_scalar(bound(m, v, "alpha"));
     },
     "elu's scale ({scale:value}) or input_scale ({input_scale:value}) is not 1, or its alpha is not a "
-    "constant: oneDNN's elu is alpha * (exp(x) - 1)"};
+    "constant: the fused op's elu has an alpha only"};
 
 // ---- the table ------------------------------------------------------------------------------
 

@@ -280,8 +280,8 @@ CASES = {
         "conv2d_hardtanh", "hardtanh's min_val or max_val is not a constant"),
     "conv elu scaled": (
         lambda: (frozen_trace(ConvThen(lambda c, y: torch.ops.aten.elu(c, 1.0, 2.0, 1.0)), X4(), Y4()), (X4(), Y4())),
-        "conv2d_elu", "elu's scale (2.) or input_scale (1.) is not 1, or its alpha is not a constant: oneDNN's elu "
-                      "is alpha * (exp(x) - 1)"),
+        "conv2d_elu", "elu's scale (2.) or input_scale (1.) is not 1, or its alpha is not a constant: the fused op's "
+                      "elu has an alpha only"),
     # ---- linear rows ----
     "linear weight not constant": (
         lambda: (torch.jit.trace(LinearThen(lambda m, x: m.lin(x)).eval(), torch.randn(2, 16)), (torch.randn(2, 16),)),
@@ -531,6 +531,18 @@ def test_cli_on_a_saved_file(tmp_path):
     assert bad.returncode == 2 and "expected sizes like 1x3x224x224[:bf16]" in bad.stderr
     missing = run_cli(str(tmp_path / "nothing.pt"), "--input", "1x3x8x8")
     assert missing.returncode == 2 and "cannot load" in missing.stderr
+
+
+def test_report_is_callable_after_importing_the_cli_module():
+    # `import jitfuse.report` rebinds jitfuse.report to the CLI module; a fresh process, so that
+    # nothing imported it before.
+    code = ("import torch, jitfuse.report\n"
+            "m = torch.jit.freeze(torch.jit.trace(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.ReLU()).eval(),"
+            " torch.randn(1, 3, 8, 8)))\n"
+            "print(sorted(e['pattern'] for e in jitfuse.report(m, torch.randn(1, 3, 8, 8)).fused()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['conv2d_relu']"
 
 
 def test_cli_bf16_input(tmp_path):
