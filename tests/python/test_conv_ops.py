@@ -167,11 +167,17 @@ def test_winograd_leaves_other_convolutions_to_onednn(winograd_toggle):
              lambda: ops.conv2d(x[:, :32], w[:32, :32], None, [1, 1], [1, 1], [1, 1], 1),
              lambda: ops.conv2d(x[:, :32].bfloat16(), w[:32, :32].bfloat16(), None, [1, 1], [1, 1], [1, 1], 1),
              lambda: ops.conv2d(x.bfloat16(), w.bfloat16(), None, [1, 1], [1, 1], [1, 1], 1)]  # bf16 below 128
-    for call in calls:
+    def winograd_changes_bits(call):
         jitfuse.set_winograd_enabled(False)
         a = call()
         jitfuse.set_winograd_enabled(True)
-        assert torch.equal(a, call())
+        return not torch.equal(a, call())
+
+    # Positive control: a 64-channel, 100-pixel, stride-1 float32 layer does take Winograd, so
+    # "same bits" below means the switch was passed over, not that it does nothing.
+    assert winograd_changes_bits(lambda: ops.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1))
+    for i, call in enumerate(calls):
+        assert not winograd_changes_bits(call), f"call {i} ran Winograd"
 
 
 def cpu_flags():
