@@ -1,9 +1,13 @@
 // sum_in_place: conv{2,3}d_sum[_relu] and qconv2d_sum[_relu] add into a copy of their `other`
 // operand. When nothing reads `other` afterwards and it is a fresh tensor (made by a fused conv,
-// so no view aliases it), the in-place op (`..._sum_`, `..._sum_relu_`) writes the result into it
-// and saves the copy.
+// so no view aliases it), the op's in-place twin (ops/traits.h) writes the result into it and
+// saves the copy. Arguments are found by their schema names.
 #include <torch/csrc/jit/ir/ir.h>
 
+#include <optional>
+#include <string>
+
+#include "ops/traits.h"
 #include "passes/rewrite.h"
 
 namespace jitfuse {
@@ -18,25 +22,26 @@ bool is_fused_int8_conv(const Node* n) {
 // A fused conv that returns a new tensor (or, in place, one only it can reach).
 bool makes_fresh_tensor(const Node* n) { return is_fused_conv(n) || is_fused_int8_conv(n); }
 
-// Where `other` sits in each family's sum ops.
-constexpr size_t kFloatOther = 7;  // input, weight, bias, stride, padding, dilation, groups
-constexpr size_t kInt8Other = 10;  // qx, x_scale, x_zp, qweight, weight_scales, bias, stride, ...
-
-bool is_out_of_place_sum(const Node* n) {
-  const std::string kind = n->kind().toQualString();
-  return makes_fresh_tensor(n) && (kind.ends_with("_sum") || kind.ends_with("_sum_relu"));
+std::optional<c10::Symbol> in_place_twin(const Node* n) {
+  const auto twin = traits::in_place_twin(n->kind().toQualString());
+  if (twin.empty()) return std::nullopt;
+  return c10::Symbol::fromQualString(std::string(twin));
 }
 
-size_t other_index(const Node* sum) { return is_fused_int8_conv(sum) ? kInt8Other : kFloatOther; }
+size_t other_index(const Node* sum) { return argument_index(sum->kind(), "other"); }
+
+torch::jit::Value* out_dtype(Node* int8_conv) {
+  return int8_conv->input(argument_index(int8_conv->kind(), "out_dtype"));
+}
 
 // An int8 sum can write into `other` only when both hold the same dtype: the sum's out_dtype
-// (its last input) and that of the int8 conv that made `other`, both constants.
+// and that of the int8 conv that made `other`, both constants.
 bool same_int8_dtype(Node* sum, Node* producer) {
   if (!is_fused_int8_conv(producer)) return false;
-  auto out_dtype = constant(sum->inputs().back());
-  auto other_dtype = constant(producer->inputs().back());
-  return out_dtype && other_dtype && !out_dtype->isNone() && out_dtype->isInt() &&
-         other_dtype->isInt() && out_dtype->toInt() == other_dtype->toInt();
+  auto out_dtype_of_sum = constant(out_dtype(sum));
+  auto other_dtype = constant(out_dtype(producer));
+  return out_dtype_of_sum && other_dtype && !out_dtype_of_sum->isNone() && out_dtype_of_sum->isInt() &&
+         other_dtype->isInt() && out_dtype_of_sum->toInt() == other_dtype->toInt();
 }
 
 // Every other reader of `other` is a fused conv (reads it, returns a new tensor) that runs
@@ -64,10 +69,9 @@ bool other_is_dead_after(Node* sum) {
 void sum_in_place(GraphPtr& graph) {
   std::vector<Node*> candidates;
   for (Node* n : graph->nodes())
-    if (is_out_of_place_sum(n) && other_is_dead_after(n)) candidates.push_back(n);
+    if (in_place_twin(n) && other_is_dead_after(n)) candidates.push_back(n);
   for (Node* n : candidates) {
-    Node* inplace = graph->create(
-        c10::Symbol::fromQualString(std::string(n->kind().toQualString()) + "_"), n->inputs());
+    Node* inplace = graph->create(*in_place_twin(n), n->inputs());
     inplace->insertBefore(n);
     inplace->output()->setType(n->output()->type());
     n->output()->replaceAllUsesWith(inplace->output());

@@ -315,14 +315,16 @@ bool from_int8_linear(Value* v) {
 void lower_int8_attention(GraphPtr& graph) {
   if (!is_pattern_enabled(kAttentionLowPrecision)) return;
   const auto attention = c10::Symbol::fromQualString("jitfuse::attention");
+  static const size_t q = argument_index(attention, "q"), k = argument_index(attention, "k"),
+                      v = argument_index(attention, "v"), low = argument_index(attention, "low_precision");
   std::vector<torch::jit::Node*> found;
   for (auto* n : graph->block()->nodes())
-    if (n->kind() == attention && n->inputs().size() == 8 && is_constant_bool(n->input(7), false) &&
-        from_int8_linear(n->input(0)) && from_int8_linear(n->input(1)) && from_int8_linear(n->input(2)))
+    if (n->kind() == attention && n->inputs().size() > low && is_constant_bool(n->input(low), false) &&
+        from_int8_linear(n->input(q)) && from_int8_linear(n->input(k)) && from_int8_linear(n->input(v)))
       found.push_back(n);
   for (auto* n : found) {
     torch::jit::WithInsertPoint guard(n);
-    n->replaceInput(7, graph->insertConstant(true));
+    n->replaceInput(low, graph->insertConstant(true));
     report_rewrite(kAttentionLowPrecision, {n});
   }
 }

@@ -38,9 +38,11 @@ const c10::Symbol kMaxPool2d = c10::Symbol::fromQualString("jitfuse::max_pool2d"
 // (a graph fused offline and loaded runs the passes again; older files hold aten::contiguous).
 bool is_channels_last_source(const Node* n) {
   if (is_fused_conv(n) || n->kind() == kToChannelsLast) return true;
-  if (n->kind() == kMaxPool2d) return is_channels_last_source(n->input(0)->node());  // keeps the layout
-  if (n->kind() != c10::Symbol::fromQualString("aten::contiguous")) return false;
-  auto format = torch::jit::toIValue(n->input(1));
+  if (n->kind() == kMaxPool2d)  // keeps the layout
+    return is_channels_last_source(n->input(argument_index(kMaxPool2d, "self"))->node());
+  const auto contiguous = c10::Symbol::fromQualString("aten::contiguous");
+  if (n->kind() != contiguous) return false;
+  auto format = torch::jit::toIValue(n->input(argument_index(contiguous, "memory_format")));
   return format && format->isInt() &&
          (format->toInt() == static_cast<int64_t>(at::MemoryFormat::ChannelsLast) ||
           format->toInt() == static_cast<int64_t>(at::MemoryFormat::ChannelsLast3d));
@@ -51,13 +53,15 @@ bool is_channels_last_source(const Node* n) {
 void keep_channels_last(GraphPtr& graph) {
   Value* user_tensor = nullptr;  // what the first fused conv read, before conversion
   for (Node* n : graph->nodes()) {
-    if (!is_fused_conv(n) || is_channels_last_source(n->input(0)->node())) continue;
-    Value* x = n->input(0);
+    if (!is_fused_conv(n)) continue;
+    const size_t input = argument_index(n->kind(), "input");
+    if (is_channels_last_source(n->input(input)->node())) continue;
+    Value* x = n->input(input);
     if (!user_tensor) user_tensor = x;
     torch::jit::WithInsertPoint guard(n);
     Node* convert = graph->insertNode(graph->create(kToChannelsLast, {x}));
     convert->output()->setType(x->type());
-    n->replaceInput(0, convert->output());
+    n->replaceInput(input, convert->output());
   }
   if (!user_tensor) return;
   for (auto [user, index] : output_uses(*graph)) {

@@ -131,15 +131,25 @@ std::vector<Rewrite> build_linear_rewrites() {
 // bias), whose merged form quantizes the shared input once.
 struct MergeForm {
   c10::Symbol kind;
-  size_t weight, bias;                 // input positions
+  size_t input, weight, bias;            // input positions
   std::optional<size_t> scales, smooth;  // int8 only
 };
 
+// Positions from the ops' schemas, by argument name.
+MergeForm float_form() {
+  const auto kind = c10::Symbol::fromQualString("aten::linear");
+  return {kind, argument_index(kind, "input"), argument_index(kind, "weight"), argument_index(kind, "bias"),
+          std::nullopt, std::nullopt};
+}
+
+MergeForm int8_form() {
+  const auto kind = c10::Symbol::fromQualString("jitfuse::qlinear_dynamic");
+  return {kind, argument_index(kind, "x"), argument_index(kind, "qweight"), argument_index(kind, "bias"),
+          argument_index(kind, "weight_scales"), argument_index(kind, "smooth")};
+}
+
 const std::vector<MergeForm>& merge_forms() {
-  static const std::vector<MergeForm> forms = {
-      {c10::Symbol::fromQualString("aten::linear"), 1, 2, std::nullopt, std::nullopt},
-      {c10::Symbol::fromQualString("jitfuse::qlinear_dynamic"), 2, 4, 3, 1},
-  };
+  static const std::vector<MergeForm> forms = {float_form(), int8_form()};
   return forms;
 }
 
@@ -173,9 +183,9 @@ std::vector<std::pair<const MergeForm*, std::vector<Node*>>> linear_groups(torch
     std::vector<torch::jit::Value*> order;
     for (Node* n : block->nodes()) {
       if (n->kind() != form.kind || !mergeable(form, n)) continue;
-      auto& group = readers[n->input(0)];
+      auto& group = readers[n->input(form.input)];
       if (!group.empty() && !same_kind(form, group[0], n)) continue;
-      if (group.empty()) order.push_back(n->input(0));
+      if (group.empty()) order.push_back(n->input(form.input));
       group.push_back(n);
     }
     for (auto* v : order)

@@ -1,5 +1,7 @@
 #include "passes/rewrite.h"
 
+#include <torch/csrc/jit/runtime/operator.h>
+
 #include <algorithm>
 #include <iostream>
 #include <sstream>
@@ -171,6 +173,15 @@ Filter number_is_constant_0d_tensor(const std::string& name, bool floating) {
           },
           "the " + name + " {" + name + "} is {" + name + ":origin} ({" + name + ":type}), not a constant 0-dim " +
               (floating ? "floating-point tensor" : "tensor")};
+}
+
+size_t argument_index(c10::Symbol kind, const char* name) {
+  const auto ops = torch::jit::getAllOperatorsFor(kind);
+  TORCH_CHECK(!ops.empty(), "jitfuse passes: no op ", kind.toQualString(), " is registered");
+  const auto index = ops.front()->schema().argumentIndexWithName(name);
+  TORCH_CHECK(index.has_value(), "jitfuse passes: ", kind.toQualString(), " has no argument '", name,
+              "' (schema: ", ops.front()->schema(), ")");
+  return static_cast<size_t>(*index);
 }
 
 bool is_fused_conv(const torch::jit::Node* n) {

@@ -69,6 +69,11 @@ inline bool verbose() { return verbose_level() >= 1; }
 // A jitfuse::conv2d* / conv3d* node (fused by the conv table, in-place forms included).
 bool is_fused_conv(const torch::jit::Node* n);
 
+// The position of the argument `name` in the schema of the registered op `kind`. Passes find
+// op arguments this way, never by a fixed position: an op whose schema lost the name fails
+// here, loudly, rather than being rewritten wrong.
+size_t argument_index(c10::Symbol kind, const char* name);
+
 // The graph nodes a match covers, in graph order.
 std::vector<torch::jit::Node*> matched_nodes(const Match& match);
 
