@@ -8,23 +8,41 @@
 
 #include "passes/passes.h"
 #include "passes/recorder.h"
+#include "passes/rewrite.h"
 
 namespace jitfuse {
+
+const std::vector<Pass>& passes_in_order() {
+  static const std::vector<Pass> passes = {
+      // name                 run                   table                  own patterns
+      // first: the float tables must not take ops of int8 chains
+      {"fuse_int8",            fuse_int8,            int8_rewrites,         {}},
+      // before fuse_linear: the merged GEMM is an aten::linear it fuses
+      {"fuse_linear_x3",       fuse_linear_x3,       nullptr,               {kLinearX3}},
+      // linear + activation -> jitfuse::linear*
+      {"fuse_linear",          fuse_linear,          linear_rewrites,       {}},
+      // add + layer_norm, scaled masked softmax, head merge, attention
+      {"fuse_transformer",     fuse_transformer,     transformer_rewrites,  {}},
+      // after fuse_transformer: it marks the attention ops it made
+      {"lower_int8_attention", lower_int8_attention, nullptr,               {kAttentionLowPrecision}},
+      // conv + post-ops -> jitfuse::conv{2,3}d*
+      {"fuse_conv",            fuse_conv,            conv_rewrites,         {}},
+      // pooling on oneDNN, in the layout the convs left
+      {"fuse_pool",            fuse_pool,            pool_rewrites,         {}},
+      // after fusion: it places conversions around the fused convs
+      {"keep_channels_last",   keep_channels_last,   nullptr,               {}},
+      // last: its liveness check sees every reader the others added
+      {"sum_in_place",         sum_in_place,         nullptr,               {}},
+  };
+  return passes;
+}
 
 void optimize_graph(GraphPtr& graph) {
   Recorder* recorder = Recorder::active();  // a fusion report's, or null
   if (recorder) recorder->begin(*graph);
   // Filters need geometry as constants; a loaded graph builds int lists with prim::ListConstruct.
   torch::jit::ConstantPropagation(graph);
-  fuse_int8(graph);           // first: the float tables must not take ops of int8 chains
-  fuse_linear_x3(graph);      // before fuse_linear: the merged GEMM is an aten::linear it fuses
-  fuse_linear(graph);         // linear + activation -> jitfuse::linear*
-  fuse_transformer(graph);    // add + layer_norm, scaled masked softmax, head merge
-  lower_int8_attention(graph);  // after fuse_transformer: it marks the attention ops it made
-  fuse_conv(graph);           // conv + post-ops -> jitfuse::conv{2,3}d*
-  fuse_pool(graph);           // pooling on oneDNN, in the layout the convs left
-  keep_channels_last(graph);  // after fusion: it places conversions around the fused convs
-  sum_in_place(graph);        // last: its liveness check sees every reader the others added
+  for (const auto& pass : passes_in_order()) pass.run(graph);
   torch::jit::EliminateDeadCode(graph);
   if (recorder) recorder->finish(*graph);
 }

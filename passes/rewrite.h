@@ -50,6 +50,18 @@ std::string graph_ir(const std::string& inputs, const std::string& statements,
 // ("aten::relu{_}" -> "aten::relu", "aten::relu_"), every combination.
 std::vector<std::string> inplace_variants(const std::string& ir);
 
+// One step of optimize_graph: a pass, the pattern table it applies (null for passes with none),
+// and the patterns it applies by its own code. driver.cpp lists them once, in the order they run;
+// optimize_graph and pattern_names() (the switches, JITFUSE_DISABLE, the report,
+// jitfuse.patterns() and the tests that walk it) read that list.
+struct Pass {
+  const char* name;
+  void (*run)(GraphPtr& graph);
+  const std::vector<Rewrite>& (*table)();
+  std::vector<std::string> own_patterns;
+};
+const std::vector<Pass>& passes_in_order();
+
 // The pattern tables of the fusion families (one file each in passes/).
 const std::vector<Rewrite>& conv_rewrites();
 const std::vector<Rewrite>& linear_rewrites();

@@ -59,11 +59,15 @@ void set_enabled(bool enabled) { g_enabled = enabled; }
 bool is_enabled() { return g_enabled; }
 
 std::vector<std::string> pattern_names() {
-  std::vector<std::string> names{kLinearX3, kAttentionLowPrecision};
-  for (const auto* table : {&int8_rewrites(), &linear_rewrites(), &transformer_rewrites(), &conv_rewrites(),
-                             &pool_rewrites()})
-    for (const auto& row : *table)
-      if (std::find(names.begin(), names.end(), row.name) == names.end()) names.push_back(row.name);
+  std::vector<std::string> names;
+  const auto add = [&](const std::string& name) {
+    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+  };
+  for (const auto& pass : passes_in_order()) {
+    for (const auto& name : pass.own_patterns) add(name);
+    if (pass.table)
+      for (const auto& row : pass.table()) add(row.name);
+  }
   return names;
 }
 
