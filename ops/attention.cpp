@@ -235,6 +235,27 @@ int64_t batch_offset(int64_t n, at::IntArrayRef sizes, at::IntArrayRef strides) 
   return offset;
 }
 
+// One head's Shape from the call's tensors (ldk: lk rounded up to whole vectors).
+Shape shape_of(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, float scale,
+               const at::Tensor& out_view) {
+  return {q.size(-2), k.size(-2), q.size(-1), v.size(-1), q.stride(-2), q.stride(-1), k.stride(-2),
+          k.stride(-1), v.stride(-2), out_view.stride(-2), mask.defined() ? mask.stride(-2) : 0,
+          (k.size(-2) + kLanes - 1) / kLanes * kLanes, scale};
+}
+
+// A call's tasks: each head's lq query rows in `per_head` runs of `rows` (a multiple of `block`),
+// at least a few tasks per thread so that threads share small batches.
+struct Tasks {
+  int64_t per_head, rows;
+};
+
+Tasks split_rows(int64_t heads, int64_t lq, int64_t block) {
+  const int64_t threads = at::get_num_threads(), blocks = (lq + block - 1) / block;
+  const int64_t per_head = std::clamp<int64_t>((4 * threads + heads - 1) / heads, 1, blocks);
+  const int64_t rows = (blocks + per_head - 1) / per_head * block;
+  return {(lq + rows - 1) / rows, rows};
+}
+
 // q, k, v of one dtype T (float or bf16); mask float32 of the scores' shape (expanded, its last
 // dim dense) or undefined; out_view of the context's shape (its last dim dense).
 template <class T>
@@ -243,17 +264,12 @@ void attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, co
   const int64_t rank = q.dim();
   const auto batch = q.sizes().slice(0, rank - 2);
   const int64_t heads = c10::multiply_integers(batch);
-  Shape s{q.size(-2), k.size(-2), q.size(-1), v.size(-1), q.stride(-2), q.stride(-1), k.stride(-2),
-          k.stride(-1), v.stride(-2), out_view.stride(-2), mask.defined() ? mask.stride(-2) : 0,
-          (k.size(-2) + kLanes - 1) / kLanes * kLanes, scale};
+  Shape s = shape_of(q, k, v, mask, scale, out_view);
   // Rows a multiple of 1 KB apart fall into few cache sets: a column of k^T would evict
   // itself. One vector more breaks the pattern.
   if (s.ldk % 256 == 0) s.ldk += kLanes;
-  // Blocks of query rows: at least a few per thread, so that threads share small batches.
-  const int64_t threads = at::get_num_threads();
-  int64_t per_head = std::clamp<int64_t>((4 * threads + heads - 1) / heads, 1, (s.lq + kRows - 1) / kRows);
-  const int64_t rows = ((s.lq + per_head - 1) / per_head + kRows - 1) / kRows * kRows;
-  per_head = (s.lq + rows - 1) / rows;
+  const Tasks tasks = split_rows(heads, s.lq, kRows);
+  const int64_t per_head = tasks.per_head, rows = tasks.rows;
   static std::atomic<int64_t> calls{0};
   const int64_t call = calls++;  // which call packed a thread's k^T
   const T* qp = static_cast<const T*>(q.data_ptr());
@@ -615,14 +631,9 @@ void attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, co
   const int64_t rank = q.dim();
   const auto batch = q.sizes().slice(0, rank - 2);
   const int64_t heads = c10::multiply_integers(batch);
-  const Plan p = plan_for({q.size(-2), k.size(-2), q.size(-1), v.size(-1), q.stride(-2), q.stride(-1),
-                           k.stride(-2), k.stride(-1), v.stride(-2), out_view.stride(-2),
-                           mask.defined() ? mask.stride(-2) : 0, 0, scale});
-  // Blocks of 16 query rows, at least a few tasks per thread so that threads share small batches.
-  const int64_t threads = at::get_num_threads(), blocks = (p.s.lq + kRows - 1) / kRows;
-  int64_t per_head = std::clamp<int64_t>((4 * threads + heads - 1) / heads, 1, blocks);
-  const int64_t rows = (blocks + per_head - 1) / per_head * kRows;
-  per_head = (p.s.lq + rows - 1) / rows;
+  const Plan p = plan_for(direct::shape_of(q, k, v, mask, scale, out_view));
+  const direct::Tasks tasks = direct::split_rows(heads, p.s.lq, kRows);  // blocks of 16 query rows
+  const int64_t per_head = tasks.per_head, rows = tasks.rows;
   static std::atomic<int64_t> calls{0};
   const int64_t call = calls++;
   const T* qp = static_cast<const T*>(q.data_ptr());
