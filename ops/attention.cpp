@@ -16,17 +16,13 @@
 //   they multiply at twice the f32 rate).
 // Schema at the bottom.
 #include "ops/allocator.h"
+#include "ops/cpu.h"
 #include "ops/onednn.h"
 #include "ops/vec.h"
 
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 #include <torch/library.h>
-
-#if defined(__x86_64__) && defined(__linux__)
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
 
 #include <algorithm>
 #include <atomic>
@@ -221,8 +217,7 @@ void pack_keys(const bf16* k, const Shape& s, float* kt) { pack_keys_impl(k, s, 
 // AVX-512: its register blocks (up to 16 sums of 16 floats) need 32 vector registers; the AVX2
 // clone (16 registers of 8 floats) spills most of them, and is unmeasured.
 bool serves(int64_t d, int64_t dv, int64_t lk) {
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
-  return avx512 && d <= 64 && dv <= 64 && lk <= 512;
+  return cpu::has_avx512f() && d <= 64 && dv <= 64 && lk <= 512;
 }
 
 // The element offset of batch entry n (row-major over `sizes`) in a tensor of `strides`.
@@ -321,27 +316,8 @@ constexpr int64_t kGroup = 4;       // accumulator tiles of context columns comp
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-// Whether this process may use the tiles: oneDNN dispatches to AMX, and Linux has granted the
-// tile state (it does so on request, once per process; oneDNN asks too).
-bool tiles_available() {
-  static const bool ok = [] {
-#if defined(__x86_64__) && defined(__linux__)
-    constexpr long kRequestPermission = 0x1023, kTileData = 18;  // ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA
-    return onednn::has_amx() && syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0;
-#else
-    return false;
-#endif
-  }();
-  return ok;
-}
-
-// Whether the CPU has AVX-512 bf16 dot products (Cooper Lake and later Xeons, Zen 4 and later).
-bool vectors_available() {
-  static const bool ok = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw");
-  return ok;
-}
-
-bool available(Engine e) { return e == Engine::tiles ? tiles_available() : vectors_available(); }
+// Whether this process may run the engine: the tiles granted by Linux, or AVX-512 bf16.
+bool available(Engine e) { return e == Engine::tiles ? cpu::amx_tiles_granted() : cpu::has_avx512_bf16(); }
 
 // Where it pays, against the primitives on the same bf16 products (q, k, v views of a QKV
 // projection, 2 threads): 64-wide heads of enough queries and up to 2048 keys. With fewer queries,
@@ -841,7 +817,7 @@ at::Tensor attention_with(const at::Tensor& q, const at::Tensor& k, const at::Te
     return attention_reference(q, k, v, mask, scale, heads_last);
   // low_precision (attention in int8 models, whose q, k, v come from int8 products): float32
   // operands multiplied in bf16 where the CPU has native bf16 kernels.
-  const auto ctype = low_precision && type == at::kFloat && onednn::native_bf16() ? at::kBFloat16
+  const auto ctype = low_precision && type == at::kFloat && cpu::native_bf16() ? at::kBFloat16
                                                                                  : onednn::compute_type(type);
   // bf16 with native kernels: the primitives multiply at twice the f32 rate (1.5-1.8x the direct
   // kernel on AVX-512 bf16; 1.7x for BERT-base's float32 heads at batch 8 on AMX, their bf16

@@ -1,5 +1,7 @@
 #include "ops/onednn.h"
 
+#include "ops/cpu.h"
+
 #include "ops/allocator.h"
 #include "ops/quantize.h"
 
@@ -256,24 +258,6 @@ at::Tensor derived_weight(const at::Tensor& weight, const std::string& tag,
   return entry.derived.back().second;
 }
 
-bool native_bf16() {
-  // Ask oneDNN: a bf16 convolution it can create with an optimized (non-reference) kernel.
-  static const bool native = [] {
-    using md = dnnl::memory::desc;
-    const auto bf16 = dnnl::memory::data_type::bf16;
-    const auto any = dnnl::memory::format_tag::any;
-    try {
-      dnnl::convolution_forward::primitive_desc pd(
-          engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-          md({1, 32, 8, 8}, bf16, any), md({32, 32, 3, 3}, bf16, any), md({1, 32, 8, 8}, bf16, any),
-          {1, 1}, {1, 1}, {1, 1});
-      return !is_reference(pd);
-    } catch (const dnnl::error&) {
-      return false;
-    }
-  }();
-  return native;
-}
 
 void check_input_and_weight(const char* op, const at::Tensor& input, const at::Tensor& weight) {
   TORCH_CHECK(input.device().is_cpu() && weight.device().is_cpu(), "jitfuse ", op,
@@ -288,7 +272,7 @@ void check_input_and_weight(const char* op, const at::Tensor& input, const at::T
 }
 
 at::ScalarType compute_type(at::ScalarType t) {
-  return t == at::kBFloat16 && !native_bf16() ? at::kFloat : t;
+  return t == at::kBFloat16 && !cpu::native_bf16() ? at::kFloat : t;
 }
 
 namespace {
@@ -431,29 +415,12 @@ void check_int8_weight(const char* op, const at::Tensor& w, const at::Tensor& sc
               "channel), got ", scales.scalar_type(), " ", scales.sizes());
 }
 
-bool has_vnni() {
-  using isa = dnnl::cpu_isa;
-  static const bool vnni = [] {
-    switch (dnnl::get_effective_cpu_isa()) {
-      case isa::avx2_vnni: case isa::avx2_vnni_2: case isa::avx512_core_vnni:
-      case isa::avx512_core_bf16: case isa::avx512_core_fp16: case isa::avx512_core_amx:
-      case isa::avx512_core_amx_fp16: return true;
-      default: return false;
-    }
-  }();
-  return vnni;
-}
 
-bool has_amx() {
-  const auto amx_bits = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_amx);  // ISAs are bit sets
-  static const bool amx = (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & amx_bits) == amx_bits;
-  return amx;
-}
 
 bool per_channel(const at::Tensor& weight_scales) { return weight_scales.numel() > 1; }
 
 bool int8_weight_exact(const at::Tensor& qw) {
-  if (has_vnni()) return true;
+  if (cpu::has_vnni()) return true;
   std::lock_guard<std::mutex> lock(weight_mu());
   auto& entry = weight_entry(qw);
   if (!entry.int8_exact)
@@ -510,24 +477,6 @@ void add_int8_args(CallArgs& args, Int8Args& values, double src_scale, int64_t s
 
 namespace {
 
-// The instruction set oneDNN dispatches to on this CPU, in oneDNN's words (avx512_core_bf16, ...).
-std::string onednn_isa() {
-  using isa = dnnl::cpu_isa;
-  switch (dnnl::get_effective_cpu_isa()) {
-    case isa::sse41: return "sse41";
-    case isa::avx: return "avx";
-    case isa::avx2: return "avx2";
-    case isa::avx2_vnni: return "avx2_vnni";
-    case isa::avx2_vnni_2: return "avx2_vnni_2";
-    case isa::avx512_core: return "avx512_core";
-    case isa::avx512_core_vnni: return "avx512_core_vnni";
-    case isa::avx512_core_bf16: return "avx512_core_bf16";
-    case isa::avx512_core_fp16: return "avx512_core_fp16";
-    case isa::avx512_core_amx: return "avx512_core_amx";
-    case isa::avx512_core_amx_fp16: return "avx512_core_amx_fp16";
-    default: return "unknown";
-  }
-}
 
 // How many threads at::parallel_for gives jitfuse's own kernels over `range` items: torch's thread
 // count where the library was built with OpenMP, 1 where a build lost it (they then run serially).
@@ -544,8 +493,5 @@ int64_t parallel_for_threads(int64_t range) {
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
-  m.def("_onednn_isa() -> str", []() { return onednn_isa(); });
   m.def("_parallel_for_threads(int range) -> int", [](int64_t range) { return parallel_for_threads(range); });
-  // The int8 weight width oneDNN computes exactly here (jitfuse.quantization writes it).
-  m.def("_int8_weight_bits() -> int", []() -> int64_t { return jitfuse::onednn::has_vnni() ? 8 : 7; });
 }

@@ -180,13 +180,6 @@ void check_input_and_weight(const char* op, const at::Tensor& input, const at::T
 // bf16 kernels, else f32 (converted with ATen, rounded back once).
 at::ScalarType compute_type(at::ScalarType t);
 
-// Whether oneDNN dispatches to AMX (bf16/int8 tile instructions) on this CPU.
-bool has_amx();
-
-// Whether oneDNN has optimized bf16 kernels on this CPU; without them bf16 ops compute in f32 and
-// round the result once.
-bool native_bf16();
-
 // A byte buffer of `md`'s size (scratchpads, blocked intermediates).
 at::Tensor buffer(const dnnl::memory::desc& md);
 
@@ -221,8 +214,6 @@ bool per_channel(const at::Tensor& weight_scales);
 // (jitfuse.quantization writes 7-bit weights there). Memoized with the weight's prepacked
 // layouts (same identity and version rules).
 bool int8_weight_exact(const at::Tensor& qw);
-// Whether oneDNN computes full 8-bit weights exactly here (VNNI or AMX).
-bool has_vnni();
 
 // Scales and zero points as oneDNN attributes: source per tensor (a zero point only when it is
 // not 0), weight per output channel (`weight_mask`) or per tensor, output per tensor.

@@ -6,6 +6,7 @@
 #include "ops/quantize.h"
 
 #include "ops/allocator.h"
+#include "ops/cpu.h"
 #include "ops/vec.h"
 
 #include <ATen/Parallel.h>
@@ -301,19 +302,13 @@ template <class Q>
 // AVX2 one where it has AVX2 and FMA but not AVX-512 (or where a test asks for either), else the
 // cloned generic one.
 enum class Build { native, avx512, avx2, generic };
-bool avx2_build_available() {
-  static const bool available = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return available;
-}
+bool avx2_build_available() { return cpu::has_avx2_fma(); }
 bool use_avx2(Build build) {
-  static const bool preferred = avx2_build_available() && !__builtin_cpu_supports("avx512f");
+  static const bool preferred = avx2_build_available() && !cpu::has_avx512f();
   return build == Build::avx2 || (build == Build::native && preferred);
 }
 // Only the row quantizer has an AVX-512 build; elsewhere the generic one is AVX-512 code already.
-bool avx512_build_available() {
-  static const bool available = __builtin_cpu_supports("avx512f");
-  return available;
-}
+bool avx512_build_available() { return cpu::has_avx512f(); }
 bool use_avx512(Build build) { return build == Build::avx512 || (build == Build::native && avx512_build_available()); }
 // A test op's `kernel` argument: "generic", "avx2", or (`avx512_too`) "avx512".
 Build parse_build(const char* op, c10::string_view name, bool avx512_too = false) {

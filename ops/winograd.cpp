@@ -1,6 +1,7 @@
 #include "ops/winograd.h"
 
 #include "ops/allocator.h"
+#include "ops/cpu.h"
 #include "ops/onednn.h"
 #include "ops/vec.h"
 
@@ -254,7 +255,7 @@ bool serves(at::ScalarType compute_type, const at::Tensor& weight, at::IntArrayR
   // AVX-512 (Zen 5, 2 threads, transforms on both threads), ResNet-50's 3x3 layers, direct time /
   // Winograd time: float32 1.09-1.85x from 64 channels, bfloat16 1.01-1.67x from 128 (below), and 7x7 outputs at
   // batch 1 up. With AMX, oneDNN's direct bfloat16 kernels are faster still.
-  if (compute_type == at::kBFloat16 && onednn::has_amx()) return false;
+  if (compute_type == at::kBFloat16 && cpu::has_amx()) return false;
   // bfloat16 GEMMs run at twice the float32 rate, so the transforms weigh twice as much: at 64
   // channels (ResNet-50's 56x56 layers) Winograd measured 0.84-0.99x direct at batch 1, 4 and 16
   // (Zen 5, 2 threads), from 128 channels 1.25-1.3x.
