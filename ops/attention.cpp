@@ -230,6 +230,28 @@ int64_t batch_offset(int64_t n, at::IntArrayRef sizes, at::IntArrayRef strides) 
   return offset;
 }
 
+// A call's q, k, v, mask (float32, or undefined) and context view, and where head n (batch entry
+// n over the leading dims) lies in each.
+template <class T>
+struct Operands {
+  Operands(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+           const at::Tensor& out)
+      : batch(q.sizes().slice(0, q.dim() - 2)), heads(c10::multiply_integers(batch)), q_(q), k_(k), v_(v),
+        mask_(mask), out_(out) {}
+  const T* q(int64_t n) const { return static_cast<const T*>(q_.data_ptr()) + offset(n, q_); }
+  const T* k(int64_t n) const { return static_cast<const T*>(k_.data_ptr()) + offset(n, k_); }
+  const T* v(int64_t n) const { return static_cast<const T*>(v_.data_ptr()) + offset(n, v_); }
+  const float* mask(int64_t n) const { return mask_.defined() ? mask_.data_ptr<float>() + offset(n, mask_) : nullptr; }
+  T* out(int64_t n) const { return static_cast<T*>(out_.data_ptr()) + offset(n, out_); }
+
+  const at::IntArrayRef batch;  // the leading dims
+  const int64_t heads;          // their product
+
+ private:
+  int64_t offset(int64_t n, const at::Tensor& t) const { return batch_offset(n, batch, t.strides()); }
+  const at::Tensor &q_, &k_, &v_, &mask_, &out_;
+};
+
 // One head's Shape from the call's tensors (ldk: lk rounded up to whole vectors).
 Shape shape_of(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, float scale,
                const at::Tensor& out_view) {
@@ -256,23 +278,16 @@ Tasks split_rows(int64_t heads, int64_t lq, int64_t block) {
 template <class T>
 void attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                float scale, const at::Tensor& out_view) {
-  const int64_t rank = q.dim();
-  const auto batch = q.sizes().slice(0, rank - 2);
-  const int64_t heads = c10::multiply_integers(batch);
+  const Operands<T> at_head(q, k, v, mask, out_view);
   Shape s = shape_of(q, k, v, mask, scale, out_view);
   // Rows a multiple of 1 KB apart fall into few cache sets: a column of k^T would evict
   // itself. One vector more breaks the pattern.
   if (s.ldk % 256 == 0) s.ldk += kLanes;
-  const Tasks tasks = split_rows(heads, s.lq, kRows);
+  const Tasks tasks = split_rows(at_head.heads, s.lq, kRows);
   const int64_t per_head = tasks.per_head, rows = tasks.rows;
   static std::atomic<int64_t> calls{0};
   const int64_t call = calls++;  // which call packed a thread's k^T
-  const T* qp = static_cast<const T*>(q.data_ptr());
-  const T* kp = static_cast<const T*>(k.data_ptr());
-  const T* vp = static_cast<const T*>(v.data_ptr());
-  const float* mp = mask.defined() ? mask.data_ptr<float>() : nullptr;
-  T* op = static_cast<T*>(out_view.data_ptr());
-  at::parallel_for(0, heads * per_head, 1, [&](int64_t first, int64_t last) {
+  at::parallel_for(0, at_head.heads * per_head, 1, [&](int64_t first, int64_t last) {
     thread_local std::vector<float> kt, scores;
     thread_local std::pair<int64_t, int64_t> packed{-1, -1};  // (call, head) whose k^T kt holds
     kt.resize(s.d * s.ldk);
@@ -280,12 +295,11 @@ void attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, co
     for (int64_t task = first; task < last; ++task) {
       const int64_t n = task / per_head, begin = task % per_head * rows, end = std::min(s.lq, begin + rows);
       if (packed != std::pair{call, n}) {
-        pack_keys(kp + batch_offset(n, batch, k.strides()), s, kt.data());
+        pack_keys(at_head.k(n), s, kt.data());
         packed = {call, n};
       }
-      attend_rows(qp + batch_offset(n, batch, q.strides()), vp + batch_offset(n, batch, v.strides()),
-                  mp ? mp + batch_offset(n, batch, mask.strides()) : nullptr,
-                  op + batch_offset(n, batch, out_view.strides()), s, begin, end, kt.data(), scores.data());
+      attend_rows(at_head.q(n), at_head.v(n), at_head.mask(n), at_head.out(n), s, begin, end, kt.data(),
+                  scores.data());
     }
   });
 }
@@ -566,9 +580,7 @@ JITFUSE_PACKED void attend_rows(const T* q, const float* mask, T* out, const Pla
 // releasing them (oneDNN's kernels load their own).
 template <Engine E, class T>
 JITFUSE_PACKED void run_tasks(int64_t first, int64_t last, int64_t call, const Plan& p, int64_t per_head, int64_t rows,
-                           const T* q, const T* k, const T* v, const float* mask, T* out, at::IntArrayRef batch,
-                           const at::Tensor& qt, const at::Tensor& kt, const at::Tensor& vt, const at::Tensor& mt,
-                           const at::Tensor& ot) {
+                             const direct::Operands<T>& at_head) {
   thread_local Buffers b;
   b.k.resize(p.s.ldk / kCols * (p.dp / kDepth) * kTileSize);
   b.v.resize(p.lkp / kDepth * (p.dvp / kCols) * kTileSize);
@@ -588,13 +600,11 @@ JITFUSE_PACKED void run_tasks(int64_t first, int64_t last, int64_t call, const P
   for (int64_t task = first; task < last; ++task) {
     const int64_t n = task / per_head, begin = task % per_head * rows, end = std::min(p.s.lq, begin + rows);
     if (b.packed != std::pair{call, n}) {
-      pack_keys(k + direct::batch_offset(n, batch, kt.strides()), p, b.k.data(), b.rows.data());
-      pack_values(v + direct::batch_offset(n, batch, vt.strides()), p, b.v.data(), b.rows.data());
+      pack_keys(at_head.k(n), p, b.k.data(), b.rows.data());
+      pack_values(at_head.v(n), p, b.v.data(), b.rows.data());
       b.packed = {call, n};
     }
-    attend_rows<E>(q + direct::batch_offset(n, batch, qt.strides()),
-                mask ? mask + direct::batch_offset(n, batch, mt.strides()) : nullptr,
-                out + direct::batch_offset(n, batch, ot.strides()), p, begin, end, b);
+    attend_rows<E>(at_head.q(n), at_head.mask(n), at_head.out(n), p, begin, end, b);
   }
   if constexpr (E == Engine::tiles) _tile_release();
 }
@@ -604,21 +614,14 @@ JITFUSE_PACKED void run_tasks(int64_t first, int64_t last, int64_t call, const P
 template <Engine E, class T>
 void attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                float scale, const at::Tensor& out_view) {
-  const int64_t rank = q.dim();
-  const auto batch = q.sizes().slice(0, rank - 2);
-  const int64_t heads = c10::multiply_integers(batch);
+  const direct::Operands<T> at_head(q, k, v, mask, out_view);
   const Plan p = plan_for(direct::shape_of(q, k, v, mask, scale, out_view));
-  const direct::Tasks tasks = direct::split_rows(heads, p.s.lq, kRows);  // blocks of 16 query rows
+  const direct::Tasks tasks = direct::split_rows(at_head.heads, p.s.lq, kRows);  // blocks of 16 query rows
   const int64_t per_head = tasks.per_head, rows = tasks.rows;
   static std::atomic<int64_t> calls{0};
   const int64_t call = calls++;
-  const T* qp = static_cast<const T*>(q.data_ptr());
-  const T* kp = static_cast<const T*>(k.data_ptr());
-  const T* vp = static_cast<const T*>(v.data_ptr());
-  const float* mp = mask.defined() ? mask.data_ptr<float>() : nullptr;
-  T* op = static_cast<T*>(out_view.data_ptr());
-  at::parallel_for(0, heads * per_head, 1, [&](int64_t first, int64_t last) {
-    run_tasks<E>(first, last, call, p, per_head, rows, qp, kp, vp, mp, op, batch, q, k, v, mask, out_view);
+  at::parallel_for(0, at_head.heads * per_head, 1, [&](int64_t first, int64_t last) {
+    run_tasks<E>(first, last, call, p, per_head, rows, at_head);
   });
 }
 
