@@ -72,15 +72,13 @@ def _captured_calls(module, inputs):
             for node, (spec, out_index) in zip(nodes, slots)]
 
 
-def _schema_names(kind):
-    ns, name = kind.split("::")
-    op = getattr(getattr(torch.ops, ns), name)
-    return [a.name for a in op.default._schema.arguments]
-
-
 def _op(kind):
     ns, name = kind.split("::")
     return getattr(getattr(torch.ops, ns), name)
+
+
+def _schema_names(kind):
+    return [a.name for a in _op(kind).default._schema.arguments]
 
 
 def _median_call(op, args, min_calls=20, min_seconds=0.05):
@@ -96,12 +94,13 @@ def _median_call(op, args, min_calls=20, min_seconds=0.05):
 
 
 def kernel_peaks(module, inputs):
-    """Per op kind: (calls, GFLOP, seconds at peak) for one call of `module`, and the totals."""
+    """Per op kind: (calls, GFLOP, seconds at peak) for one call of `module`."""
+    in_place = {twin for _, twin in torch.ops.jitfuse._in_place_twins()}
     by_kind = {}
     with torch.no_grad():
         for kind, args, out in _captured_calls(module, inputs):
             names = _schema_names(kind)
-            if kind.endswith("_"):  # in-place: keep the model's tensor intact for the call's check
+            if kind in in_place:  # writes into `other`: re-run it on a copy, not the model's tensor
                 args = [a.clone() if isinstance(a, torch.Tensor) and n == "other" else a
                         for n, a in zip(names, args)]
             seconds = _median_call(_op(kind), args)
