@@ -8,6 +8,12 @@ import jitfuse
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float64: 1e-12}
 
 
+def cpu_flags():
+    """The CPU's feature flags, as /proc/cpuinfo names them (avx512_bf16, amx_bf16, ...)."""
+    with open("/proc/cpuinfo") as f:
+        return set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
+
+
 def node_kinds(graph):
     kinds = {}
 

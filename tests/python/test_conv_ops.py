@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 import jitfuse  # noqa: F401  (registers torch.ops.jitfuse)
+from harness import cpu_flags
 
 ops = torch.ops.jitfuse
 W, B = torch.randn(16, 8, 3, 3), torch.randn(16)
@@ -178,11 +179,6 @@ def test_winograd_leaves_other_convolutions_to_onednn(winograd_toggle):
     assert winograd_changes_bits(lambda: ops.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1))
     for i, call in enumerate(calls):
         assert not winograd_changes_bits(call), f"call {i} ran Winograd"
-
-
-def cpu_flags():
-    with open("/proc/cpuinfo") as f:
-        return set(next(line for line in f if line.startswith("flags")).split())
 
 
 @pytest.mark.skipif(not {"avx512_bf16"} <= cpu_flags() or "amx_bf16" in cpu_flags(),

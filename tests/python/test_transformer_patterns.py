@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import jitfuse
-from harness import assert_matches, fused_ops, optimized
+from harness import assert_matches, cpu_flags, fused_ops, optimized
 
 H = 32
 
@@ -352,8 +352,7 @@ def test_direct_calls_match_aten():
 # The direct kernel (one head at a time, q, k, v read in place), the packed kernel (bf16 products
 # on the AMX tiles, or as AVX-512 bf16 dot products; where the CPU has them) and the oneDNN
 # primitives, each forced through jitfuse::_attention_with.
-with open("/proc/cpuinfo") as _f:
-    CPU_FLAGS = set(next(line for line in _f if line.startswith("flags")).split(":", 1)[1].split())
+CPU_FLAGS = cpu_flags()
 HAS_AMX = "amx" in jitfuse.onednn_isa()
 HAS_AVX512_BF16 = {"avx512_bf16", "avx512bw"} <= CPU_FLAGS
 KERNELS = ["direct", pytest.param("amx", marks=pytest.mark.skipif(not HAS_AMX, reason="no AMX on this CPU")),
