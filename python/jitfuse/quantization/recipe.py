@@ -85,7 +85,8 @@ class QuantConf:
                 entry["inputs"] = inputs
                 entry.pop("num_inputs", None)
                 channels = self._channel_observers.get(name)
-                if "smooth" in entry and channels is not None and torch.isfinite(channels.min_val).all():
+                observed = channels is not None and channels.min_val.numel() > 0  # an empty range until it runs
+                if "smooth" in entry and observed and torch.isfinite(channels.min_val).all():
                     channel_max = torch.maximum(channels.max_val, -channels.min_val)  # absolute maxima
                     entry["smooth"]["channel_max"] = [float(v) for v in channel_max]
 
