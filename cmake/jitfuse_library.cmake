@@ -1,6 +1,6 @@
 # libjitfuse.so: the passes (graph side) and the fused ops (oneDNN side).
 file(GLOB JITFUSE_PASS_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/passes/*.cpp)
-file(GLOB JITFUSE_OP_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/ops/*.cpp)
+file(GLOB JITFUSE_OP_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/ops/*.cpp ${PROJECT_SOURCE_DIR}/ops/onednn/*.cpp)
 
 add_library(jitfuse SHARED ${JITFUSE_PASS_SOURCES} ${JITFUSE_OP_SOURCES})
 target_compile_options(jitfuse PRIVATE -Wall -Wno-unused-parameter)

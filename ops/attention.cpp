@@ -17,6 +17,7 @@
 // Schema at the bottom.
 #include "ops/allocator.h"
 #include "ops/cpu.h"
+#include "ops/float_args.h"
 #include "ops/onednn.h"
 #include "ops/vec.h"
 

@@ -1,6 +1,7 @@
 // Fused convolutions: one oneDNN convolution kernel with a post-op list serves every
 // conv{2,3}d[_activation|_sum[_relu]] op. The schemas are at the bottom, next to their post-ops.
 #include "ops/allocator.h"
+#include "ops/float_args.h"
 #include "ops/onednn.h"
 #include "ops/winograd.h"
 

@@ -2,9 +2,15 @@
 // which build of jitfuse's own vector code runs.
 #include "ops/cpu.h"
 
-#include "ops/onednn.h"
+#include "ops/onednn/memory.h"
 
+#include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include <cstdint>
+#include <mutex>
+#include <set>
+#include <thread>
 
 #if defined(__x86_64__) && defined(__linux__)
 #include <sys/syscall.h>
@@ -98,7 +104,24 @@ bool amx_tiles_granted() {
 
 }  // namespace jitfuse::cpu
 
+namespace {
+
+// How many threads at::parallel_for gives jitfuse's own kernels over `range` items: torch's thread
+// count where the library was built with OpenMP, 1 where a build lost it (they then run serially).
+int64_t parallel_for_threads(int64_t range) {
+  std::mutex mutex;
+  std::set<std::thread::id> seen;
+  at::parallel_for(0, range, 1, [&](int64_t, int64_t) {
+    std::lock_guard<std::mutex> lock(mutex);
+    seen.insert(std::this_thread::get_id());
+  });
+  return static_cast<int64_t>(seen.size());
+}
+
+}  // namespace
+
 TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
+  m.def("_parallel_for_threads(int range) -> int", [](int64_t range) { return parallel_for_threads(range); });
   m.def("_onednn_isa() -> str", []() { return jitfuse::cpu::onednn_isa(); });
   // The int8 weight width oneDNN computes exactly here (jitfuse.quantization writes it).
   m.def("_int8_weight_bits() -> int", []() -> int64_t { return jitfuse::cpu::has_vnni() ? 8 : 7; });

@@ -1,6 +1,7 @@
 // Fused linears: one oneDNN inner-product kernel with a post-op list serves linear, linear_relu and
 // linear_gelu. Inputs of any rank (... x in_features); weights prepacked once.
 #include "ops/allocator.h"
+#include "ops/float_args.h"
 #include "ops/onednn.h"
 
 #include <torch/library.h>

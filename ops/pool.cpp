@@ -4,6 +4,7 @@
 // is requantized only when the graph asked for other quantization parameters). Schemas at the
 // bottom.
 #include "ops/allocator.h"
+#include "ops/int8_args.h"
 #include "ops/onednn.h"
 #include "ops/quantize.h"
 

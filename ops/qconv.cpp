@@ -3,6 +3,7 @@
 // tensor) as post-ops. One oneDNN int8 convolution serves qconv2d[_relu|_sum|_sum_relu]; the
 // schemas are at the bottom.
 #include "ops/allocator.h"
+#include "ops/int8_args.h"
 #include "ops/onednn.h"
 #include "ops/quantize.h"
 

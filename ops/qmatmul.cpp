@@ -6,6 +6,7 @@
 // transformer's outlier tokens and channels. qbmm[_div]: attention's batched products of two int8 activations. Schemas at the
 // bottom.
 #include "ops/allocator.h"
+#include "ops/int8_args.h"
 #include "ops/onednn.h"
 #include "ops/quantize.h"
 #include "ops/vec.h"

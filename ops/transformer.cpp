@@ -1,6 +1,7 @@
 // Transformer-block ops: residual add + LayerNorm in one pass over each row, scaled and masked
 // softmax (attention scores) on oneDNN binary + softmax, and the head-merge copy as one op.
 #include "ops/allocator.h"
+#include "ops/float_args.h"
 #include "ops/onednn.h"
 #include "ops/vec.h"
 
