@@ -2,7 +2,6 @@
 // addmm), and linear_linear_linear, which merges the Linears that read one input (attention's Q,
 // K, V; float or int8 dynamic) into one GEMM on concatenated constant weights followed by a
 // split, so what follows sees the same tensors.
-#include "passes/recorder.h"
 #include "passes/rewrite.h"
 
 #include <ATen/ops/cat.h>
@@ -219,8 +218,7 @@ void merge_linears(torch::jit::Graph& graph, const MergeForm& form, const std::v
   auto* parts = graph.insert(c10::Symbol::fromQualString("aten::split_with_sizes"),
                              {merged, c10::IValue(out_features), c10::IValue(int64_t{-1})});
   Node* unpack = graph.insertNode(graph.createListUnpack(parts, group.size()));
-  report_rewrite(kLinearX3, group);
-  if (auto* recorder = Recorder::active()) recorder->fused(kLinearX3, form.kind.toQualString(), group.front(), group);
+  record_fusion(kLinearX3, form.kind.toQualString(), group.front(), group);
   for (size_t i = 0; i < group.size(); ++i) {
     unpack->output(i)->setType(group[i]->output()->type());
     group[i]->output()->replaceAllUsesWith(unpack->output(i));

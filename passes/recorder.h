@@ -3,29 +3,24 @@
 // is null and the passes do nothing more than read one thread-local pointer per table.
 #pragma once
 
+#include <torch/csrc/jit/ir/ir.h>
+
 #include <map>
 #include <string>
 #include <vector>
 
 #include "passes/passes.h"
-#include "passes/rewrite.h"
 
 namespace jitfuse {
 
 // One place where a row's pattern fits the graph, whoever else reads its inner values and
-// whatever its filters say; `refusal` is why the row would not take it ("" if it would).
+// whatever its filters say (explain.h finds them); `refusal` is why the row would not take it
+// ("" if it would).
 struct ShapeMatch {
   torch::jit::Node* lead;  // the node the report files it under (Rewrite::lead)
   std::vector<torch::jit::Node*> nodes;
   std::string refusal;
 };
-
-// Every shape match of `row` in `graph`, each with the row's first objection: an inner value
-// read outside the pattern (a fused op would not produce it), else the first refusing filter.
-std::vector<ShapeMatch> shape_matches(torch::jit::Graph& graph, const Rewrite& row);
-
-// The op a replacement calls ("jitfuse::conv2d_relu"), for the report.
-std::string fused_op_name(const std::string& replacement_ir);
 
 class Recorder {
  public:

@@ -7,7 +7,9 @@
 #include <sstream>
 #include <unordered_set>
 
+#include "passes/explain.h"
 #include "passes/recorder.h"
+#include "passes/switches.h"
 
 namespace jitfuse {
 
@@ -35,11 +37,10 @@ void apply_rewrites(GraphPtr& graph, const std::vector<Rewrite>& rewrites) {
       for (const auto& [p, n] : match.nodes_map)
         if (claimed.count(n)) return false;
       for (const auto& [p, n] : match.nodes_map) claimed.insert(n);
-      report_rewrite(row.name, matched_nodes(match));
-      if (recorder)  // now, while the nodes exist
-        recorder->fused(row.name, fused_op_name(row.replacement),
-                        row.lead.empty() ? match.anchor : match.nodes_map.at(vmap.at(row.lead)->node()),
-                        matched_nodes(match));
+      // now, while the nodes exist
+      record_fusion(row.name, fused_op_name(row.replacement),
+                    row.lead.empty() ? match.anchor : match.nodes_map.at(vmap.at(row.lead)->node()),
+                    matched_nodes(match));
       return true;
     });
     if (recorder)
@@ -48,6 +49,12 @@ void apply_rewrites(GraphPtr& graph, const std::vector<Rewrite>& rewrites) {
           recorder->refused(row.name, m,
                             m.refusal.empty() ? "an overlapping match of the same pattern took its nodes" : m.refusal);
   }
+}
+
+void record_fusion(const std::string& name, const std::string& op, torch::jit::Node* lead,
+                   const std::vector<torch::jit::Node*>& nodes) {
+  report_rewrite(name, nodes);
+  if (auto* recorder = Recorder::active()) recorder->fused(name, op, lead, nodes);
 }
 
 void report_rewrite(const std::string& name, std::vector<torch::jit::Node*> nodes) {
@@ -211,6 +218,22 @@ bool is_constant_bias_for(Value* v, const at::Tensor& weight) {
   const auto& b = c->toTensor();
   return b.layout() == at::kStrided && b.device().is_cpu() && b.dim() == 1 &&
          (b.scalar_type() == weight.scalar_type() || b.scalar_type() == at::kFloat);
+}
+
+std::vector<torch::jit::Node*> matched_nodes(const Match& match) {
+  std::vector<torch::jit::Node*> nodes;
+  for (const auto& [pattern_node, node] : match.nodes_map)
+    if (node->kind() != torch::jit::prim::Param && node->kind() != torch::jit::prim::Return)
+      nodes.push_back(node);
+  std::sort(nodes.begin(), nodes.end(), [](auto* a, auto* b) { return a->isBefore(b); });
+  return nodes;
+}
+
+std::string fused_op_name(const std::string& replacement_ir) {
+  const auto at = replacement_ir.rfind("jitfuse::");
+  if (at == std::string::npos) return "";
+  const auto end = replacement_ir.find('(', at);
+  return replacement_ir.substr(at, end - at);
 }
 
 }  // namespace jitfuse

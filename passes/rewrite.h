@@ -73,11 +73,6 @@ constexpr const char* kLinearX3 = "linear_linear_linear";
 // jitfuse::attention between int8 linears, told it may multiply in bf16 (lower_int8_attention).
 constexpr const char* kAttentionLowPrecision = "attention_low_precision";
 
-// JITFUSE_VERBOSE (switches.cpp): 0 quiet, 1 one line per rewrite, 2 also every refused
-// candidate as the passes meet it.
-int verbose_level();
-inline bool verbose() { return verbose_level() >= 1; }
-
 // A jitfuse::conv2d* / conv3d* node (fused by the conv table, in-place forms included).
 bool is_fused_conv(const torch::jit::Node* n);
 
@@ -86,10 +81,17 @@ bool is_fused_conv(const torch::jit::Node* n);
 // here, loudly, rather than being rewritten wrong.
 size_t argument_index(c10::Symbol kind, const char* name);
 
+// The op a row's replacement calls ("jitfuse::conv2d_relu"), for the report.
+std::string fused_op_name(const std::string& replacement_ir);
+
 // The graph nodes a match covers, in graph order.
 std::vector<torch::jit::Node*> matched_nodes(const Match& match);
 
-// For JITFUSE_VERBOSE: one line naming the pattern and the nodes it replaces.
+// A pass's own fusion (not a table row's) of `nodes` into `op`, filed under `lead`: the verbose
+// line and the fusion report's entry, as apply_rewrites makes them for rows. Before the nodes go.
+void record_fusion(const std::string& name, const std::string& op, torch::jit::Node* lead,
+                   const std::vector<torch::jit::Node*>& nodes);
+// For JITFUSE_VERBOSE: one line naming the pattern and the nodes it replaces (or changes).
 void report_rewrite(const std::string& name, std::vector<torch::jit::Node*> nodes);
 
 // ---- filter helpers: what a match binds, as constants and types ----
@@ -119,14 +121,5 @@ Filter number_is_constant_0d_tensor(const std::string& name, bool floating);
 std::optional<at::Tensor> frozen_weight(Value* v, int64_t rank);
 // A constant None, or a constant tensor of `weight`'s dtype or float32.
 bool is_constant_bias_for(Value* v, const at::Tensor& weight);
-
-// ---- the fusion report's view of a graph: how to name nodes and values for a user ----
-// Where a node comes from: the module path (traced: block.conv; scripted: from the inlined
-// calls) and the first source line outside torch's own files, as far as TorchScript kept them.
-std::string location(const torch::jit::Node* n);
-// "%x (a graph input, float64 [2, 3])"-style pieces for a value, as the {name:...} forms say.
-std::string value_origin(const Value* v);
-std::string value_type(const Value* v);
-std::string value_constant(const Value* v);
 
 }  // namespace jitfuse

@@ -9,6 +9,8 @@
 
 #include <c10/util/Exception.h>
 
+#include "passes/switches.h"
+
 #include "passes/rewrite.h"
 
 namespace jitfuse {
