@@ -460,6 +460,7 @@ def test_attention_rows_with_nan_or_nothing_to_attend_are_nan_as_in_aten(kernel)
     q, k, v = torch.randn(2, 2, 6, 16), torch.randn(2, 2, 19, 16), torch.randn(2, 2, 19, 16)
     mask = torch.zeros(2, 1, 6, 19)
     mask[0, :, 2] = float("-inf")  # query row 2 of batch 0 sees no key
+    mask[0, :, 3, 5:] = float("-inf")  # row 3 sees 5 keys: its masked keys weigh 0, not NaN
     q[1, 1, 4, 3] = float("nan")
     k[1, 0, 17, 0] = float("nan")  # every row of batch 1 head 0 meets it
     got = ops._attention_with(q, k, v, mask, None, False, False, kernel)
