@@ -3,6 +3,7 @@
 // (aten::_convolution from tracing, aten::conv{2,3}d from scripting) and in-place spellings
 // ({_}); every expansion keeps the row's name, which is also the name of the fused op.
 #include "passes/rewrite.h"
+#include "passes/spellings.h"
 
 namespace jitfuse {
 namespace {
@@ -100,25 +101,6 @@ const std::vector<ConvTail>& conv_tails() {
   return tails;
 }
 
-// The convolution as tracing and as scripting spell it.
-struct ConvSpelling {
-  std::string inputs;  // graph inputs of the pattern besides the tail's
-  std::string call;
-};
-
-std::vector<ConvSpelling> conv_spellings(int dim) {
-  return {
-      {"%input, %weight, %bias, %stride, %padding, %dilation, %transposed, %output_padding, "
-       "%groups, %benchmark, %deterministic, %cudnn_enabled, %allow_tf32",
-       "%conv = aten::_convolution(%input, %weight, %bias, %stride, %padding, %dilation, "
-       "%transposed, %output_padding, %groups, %benchmark, %deterministic, %cudnn_enabled, "
-       "%allow_tf32)"},
-      {"%input, %weight, %bias, %stride, %padding, %dilation, %groups",
-       "%conv = aten::conv" + std::to_string(dim) + "d(%input, %weight, %bias, %stride, %padding, "
-       "%dilation, %groups)"},
-  };
-}
-
 // Names the pattern inputs a tail reads (every %name in it that it does not define).
 std::string tail_inputs(const std::string& tail) {
   std::string out;
@@ -140,8 +122,8 @@ std::vector<Rewrite> build_conv_rewrites() {
       const std::string call = out + " = jitfuse::" + name +
                                "(%input, %weight, %bias, %stride, %padding, %dilation, %groups" +
                                t.op_args + ")";
-      for (const auto& conv : conv_spellings(dim)) {
-        const std::string inputs = conv.inputs + tail_inputs(t.tail);
+      for (const auto& conv : conv_spellings(dim, "%input", "%weight", "%conv")) {
+        const std::string inputs = "%input, %weight, " + conv.params + tail_inputs(t.tail);
         for (const auto& tail : inplace_variants(t.tail)) {
           Rewrite r;
           r.name = name;

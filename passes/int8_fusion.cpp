@@ -6,6 +6,7 @@
 // dequantized inputs feed) and a tail (post-ops); each is expanded over the two endings, a
 // quantize_per_tensor (int8 out) or none (float32 out), and over in-place spellings ({_}).
 #include "passes/rewrite.h"
+#include "passes/spellings.h"
 
 #include <torch/csrc/jit/ir/ir.h>
 
@@ -83,9 +84,6 @@ const Filter kOtherIsFloat{
     },
     "the added {other} is {other:type}, not a float32 CPU tensor"};
 
-const Filter kDivisorIsNumber = number_is_constant("divisor");
-// Tracing records `x / 8.0` with a 0-dim tensor constant.
-const Filter kDivisorIs0dTensor = number_is_constant_0d_tensor("divisor", /*floating=*/false);
 
 // quantize_per_tensor with constant parameters the kernels take: uint8/int8, a positive scale.
 const Filter kQuantizeConstant{
@@ -124,18 +122,17 @@ const std::string kDequantW = "%wf = aten::dequantize(%qweight)\n%weight = aten:
 const std::string kQuantX = "%qx, %x_scale, %x_zero_point";
 const std::string kQuantW = "%qweight, %weight_scales";
 
+// The dequantized convolution in each spelling of spellings.h.
+std::vector<std::pair<std::string, std::string>> conv_core_spellings() {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& conv : conv_spellings(2, "%x", "%weight", "%core"))
+    out.emplace_back(kQuantX + ", " + kQuantW + ", " + conv.params, kDequantX + kDequantW + conv.call);
+  return out;
+}
+
 const std::vector<Core>& cores() {
   static const std::vector<Core> list = {
-      {"conv", "qconv2d",
-       {{kQuantX + ", " + kQuantW + ", %bias, %stride, %padding, %dilation, %transposed, %output_padding, "
-         "%groups, %benchmark, %deterministic, %cudnn_enabled, %allow_tf32",
-         kDequantX + kDequantW +
-             "%core = aten::_convolution(%x, %weight, %bias, %stride, %padding, %dilation, "
-             "%transposed, %output_padding, %groups, %benchmark, %deterministic, %cudnn_enabled, "
-             "%allow_tf32)"},
-        {kQuantX + ", " + kQuantW + ", %bias, %stride, %padding, %dilation, %groups",
-         kDequantX + kDequantW +
-             "%core = aten::conv2d(%x, %weight, %bias, %stride, %padding, %dilation, %groups)"}},
+      {"conv", "qconv2d", conv_core_spellings(),
        "%qx, %x_scale, %x_zero_point, %qweight, %weight_scales, %bias, %stride, %padding, %dilation, %groups",
        concat(int8_weight(4), {kFloatBias, kInt8Inputs, kConvGeometryConstant, kConvNotTransposed, kConv2dInput4d})},
       {"linear", "qlinear",
@@ -160,66 +157,79 @@ const std::vector<Core>& cores() {
   return list;
 }
 
-// What follows the core; it defines %y from %core.
+// What follows the core; it defines %y from %core (no IR: the core's result is the chain's).
 struct Tail {
-  const char* core;     // the core it follows
-  const char* name;     // "" or "_relu", "_sum", ...: the row name's and the op's suffix
-  const char* ir;       // {_} expands to the in-place spelling too
-  const char* inputs;   // pattern inputs the tail reads
-  const char* op_args;  // the fused op's arguments that come from the tail
-  const char* consts;   // IR the replacement needs first
+  std::string core;     // the core it follows
+  std::string name;     // "" or "_relu", "_sum", ...: the row name's and the op's suffix
+  std::string ir;       // {_} expands to the in-place spelling too
+  std::string inputs;   // pattern inputs the tail reads
+  std::string op_args;  // the fused op's arguments that come from the tail
+  std::string consts;   // IR the replacement needs first
   std::vector<Filter> filters;
   bool float_out = true;  // also a row without quantize (the seed's max_pool2d is int8 out only)
+  std::string number = "";  // a number operand the op takes last, in each of its spellings (spellings.h)
 };
 
-// A float operand added: the op's other_scale / other_zero_point are None.
-const char* const kFloatOther = "%no_scale : NoneType = prim::Constant()\n%no_zero_point : NoneType = prim::Constant()";
-#define INT8_OTHER "%other = jitfuse::dequantize_per_tensor(%qother, %other_scale, %other_zero_point)\n"
-
-// Longer tails first: conv+sum+relu must be claimed before conv+sum and conv. The added operand
-// of a sum comes two ways: a float tensor, or a dequantized int8 one that the op reads directly.
-const std::vector<Tail>& tails() {
-  static const std::vector<Tail> list = {
-      // core      name           ir (%core -> %y)                                                   inputs                                         op args                                          consts       filters
-      {"conv",   "_sum_relu",     INT8_OTHER "%s = aten::add{_}(%core, %other, %alpha)\n%y = aten::relu{_}(%s)", ", %qother, %other_scale, %other_zero_point, %alpha", ", %qother, %other_scale, %other_zero_point", "", {kAlphaIsOne}},
-      {"conv",   "_sum_relu",     "%s = aten::add{_}(%core, %other, %alpha)\n%y = aten::relu{_}(%s)", ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {kAlphaIsOne, kOtherIsFloat}},
-      {"conv",   "_sum_relu",     "%s = aten::add(%other, %core, %alpha)\n%y = aten::relu{_}(%s)",   ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {kAlphaIsOne, kOtherIsFloat}},
-      {"conv",   "_sum",          INT8_OTHER "%y = aten::add{_}(%core, %other, %alpha)",             ", %qother, %other_scale, %other_zero_point, %alpha", ", %qother, %other_scale, %other_zero_point", "", {kAlphaIsOne}},
-      {"conv",   "_sum",          "%y = aten::add{_}(%core, %other, %alpha)",                        ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {kAlphaIsOne, kOtherIsFloat}},
-      {"conv",   "_sum",          "%y = aten::add(%other, %core, %alpha)",                           ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {kAlphaIsOne, kOtherIsFloat}},
-      {"conv",   "_relu",         "%y = aten::relu{_}(%core)",                                       "",               "",               "",     {}},
-      {"conv",   "",              "",                                                                "",               "",               "",     {}},
-      {"linear", "_sum",          INT8_OTHER "%y = aten::add{_}(%core, %other, %alpha)",             ", %qother, %other_scale, %other_zero_point, %alpha", ", %qother, %other_scale, %other_zero_point", "", {kAlphaIsOne}},
-      {"linear", "_sum",          "%y = aten::add{_}(%core, %other, %alpha)",                        ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {kAlphaIsOne, kOtherIsFloat}},
-      {"linear", "_sum",          "%y = aten::add(%other, %core, %alpha)",                           ", %other, %alpha", ", %other, %no_scale, %no_zero_point", kFloatOther, {kAlphaIsOne, kOtherIsFloat}},
-      {"linear", "_relu",         "%y = aten::relu{_}(%core)",                                       "",               "",               "",     {}},
-      {"linear", "_gelu",         "%y = aten::gelu{_}(%core, %approximate)",                         ", %approximate", ", %approximate", "",     {kGeluApproximationKnown}},
-      {"linear", "_sigmoid",      "%y = aten::sigmoid{_}(%core)",                                    "",               "",               "",     {}},
-      {"linear", "",              "",                                                                "",               "",               "",     {}},
-      {"bmm",    "_div",          "%y = aten::div(%core, %divisor)",                                 ", %divisor",     ", %divisor",     "",     {kDivisorIsNumber}},
-      {"bmm",    "_div",          "%y = aten::div(%core, %divisor)",                                 ", %divisor",     ", %number",
-                                  "%number : Scalar = aten::item(%divisor)",                                                                              {kDivisorIs0dTensor}},
-      {"bmm",    "",              "",                                                                "",               "",               "",     {}},
-      {"max_pool2d", "",          "",                                                                "",               "",               "",     {}, false},
+// The tails of a sum (then relu when `relu`): the added operand comes two ways, a dequantized
+// int8 tensor that the op reads directly, or a float32 tensor (either side of the add; no add_ with
+// it first: that would write into it). The op's other_scale / other_zero_point are None for a float.
+std::vector<Tail> sum_tails(const std::string& core, bool relu) {
+  const std::string name = relu ? "_sum_relu" : "_sum";
+  const std::string sum = relu ? "%s = aten::add" : "%y = aten::add", then = relu ? "\n%y = aten::relu{_}(%s)" : "";
+  const std::string int8_other = "%other = jitfuse::dequantize_per_tensor(%qother, %other_scale, %other_zero_point)\n";
+  const std::string int8_args = ", %qother, %other_scale, %other_zero_point";
+  const std::string float_args = ", %other, %no_scale, %no_zero_point";
+  const std::string no_parameters = "%no_scale : NoneType = prim::Constant()\n%no_zero_point : NoneType = prim::Constant()";
+  return {
+      {core, name, int8_other + sum + "{_}(%core, %other, %alpha)" + then, int8_args + ", %alpha", int8_args, "",
+       {kAlphaIsOne}},
+      {core, name, sum + "{_}(%core, %other, %alpha)" + then, ", %other, %alpha", float_args, no_parameters,
+       {kAlphaIsOne, kOtherIsFloat}},
+      {core, name, sum + "(%other, %core, %alpha)" + then, ", %other, %alpha", float_args, no_parameters,
+       {kAlphaIsOne, kOtherIsFloat}},
   };
+}
+
+// Longer tails first: conv+sum+relu must be claimed before conv+sum and conv.
+const std::vector<Tail>& tails() {
+  static const std::vector<Tail> list = [] {
+    std::vector<Tail> t;
+    for (auto& sum : sum_tails("conv", true)) t.push_back(std::move(sum));
+    for (auto& sum : sum_tails("conv", false)) t.push_back(std::move(sum));
+    t.push_back({"conv", "_relu", "%y = aten::relu{_}(%core)", "", "", "", {}});
+    t.push_back({"conv", "", "", "", "", "", {}});
+    for (auto& sum : sum_tails("linear", false)) t.push_back(std::move(sum));
+    t.push_back({"linear", "_relu", "%y = aten::relu{_}(%core)", "", "", "", {}});
+    t.push_back({"linear", "_gelu", "%y = aten::gelu{_}(%core, %approximate)", ", %approximate", ", %approximate",
+                 "", {kGeluApproximationKnown}});
+    t.push_back({"linear", "_sigmoid", "%y = aten::sigmoid{_}(%core)", "", "", "", {}});
+    t.push_back({"linear", "", "", "", "", "", {}});
+    t.push_back({"bmm", "_div", "%y = aten::div(%core, %divisor)", ", %divisor", "", "", {}, true, "divisor"});
+    t.push_back({"bmm", "", "", "", "", "", {}});
+    t.push_back({"max_pool2d", "", "", "", "", "", {}, false});
+    return t;
+  }();
   return list;
 }
-#undef INT8_OTHER
 
 // The seed's names: dequant_<core><tail>[_quant]. A sum whose added operand is a dequantized
 // int8 tensor, quantized again after, is the seed's "dequant -> conv -> sum -> dequant".
 std::string row_name(const Core& core, const Tail& tail, bool quant_out) {
   std::string name = std::string("dequant_") + core.name + tail.name;
   if (!quant_out) return name;
-  if (std::string(core.name) == "conv" && std::string(tail.name) == "_sum" &&
-      std::string(tail.inputs).find("%qother") != std::string::npos)
+  if (std::string(core.name) == "conv" && tail.name == "_sum" && tail.inputs.find("%qother") != std::string::npos)
     return name + "_dequant";
   return name + "_quant";
 }
 
+// A tail's number operand in each spelling; a tail without one has one empty spelling.
+std::vector<NumberSpelling> number_operand(const Tail& tail) {
+  if (tail.number.empty()) return {NumberSpelling{"", "", Filter{}}};
+  return number_spellings(tail.number, /*floating=*/false);
+}
+
 std::vector<Rewrite> build_int8_rewrites() {
   std::vector<Rewrite> rows;
-  const std::string quantize = "%out = jitfuse::quantize_per_tensor(%y, %out_scale, %out_zero_point, %out_dtype)";
   const std::string quant_inputs = ", %out_scale, %out_zero_point, %out_dtype";
   const std::string float_consts =
       "%out_scale : float = prim::Constant[value=1.]()\n"
@@ -227,34 +237,32 @@ std::vector<Rewrite> build_int8_rewrites() {
       "%out_dtype : NoneType = prim::Constant()";
   for (const auto& core : cores()) {
     for (const auto& tail : tails()) {
-      if (std::string(tail.core) != core.name) continue;
+      if (tail.core != core.name) continue;
+      const std::string result = tail.ir.empty() ? "%core" : "%y";  // the chain's value before any quantize
+      const std::string quantize =
+          "%out = jitfuse::quantize_per_tensor(" + result + ", %out_scale, %out_zero_point, %out_dtype)";
       for (bool quant_out : {true, false}) {  // int8 out first: it claims the longer chain
         if (!quant_out && !tail.float_out) continue;
-        const std::string op = std::string(core.op) + tail.name;
-        const std::string call = "%out = jitfuse::" + op + "(" + core.op_args + tail.op_args +
-                                 ", %out_scale, %out_zero_point, %out_dtype)";
-        for (const auto& [inputs, core_ir] : core.spellings) {
-          const std::string all_inputs = inputs + tail.inputs + (quant_out ? quant_inputs : "");
-          // Without a tail the core's result is %y.
-          std::string body = *tail.ir ? core_ir + "\n" + tail.ir : core_ir + "\n";
-          if (!*tail.ir) {
-            const auto at = body.rfind("%core =");
-            body.replace(at, 5, "%y");
-          }
-          for (const auto& chain : inplace_variants(body)) {
-            Rewrite r;
-            r.name = row_name(core, tail, quant_out);
-            r.pattern = graph_ir(all_inputs, chain + (quant_out ? "\n" + quantize : ""),
-                                 quant_out ? "%out" : "%y");
-            r.replacement = graph_ir(all_inputs,
-                                     std::string(tail.consts) + "\n" + (quant_out ? "" : float_consts) +
-                                         "\n" + call,
-                                     "%out");
-            r.filters = core.filters;
-            r.filters.insert(r.filters.end(), tail.filters.begin(), tail.filters.end());
-            r.lead = *tail.ir ? "core" : "y";  // without a tail the core's result is %y
-            if (quant_out) r.filters.push_back(kQuantizeConstant);
-            rows.push_back(std::move(r));
+        for (const auto& number : number_operand(tail)) {
+          const std::string call = "%out = jitfuse::" + std::string(core.op) + tail.name + "(" + core.op_args +
+                                   tail.op_args + (number.arg.empty() ? "" : ", " + number.arg) +
+                                   ", %out_scale, %out_zero_point, %out_dtype)";
+          for (const auto& [inputs, core_ir] : core.spellings) {
+            const std::string all_inputs = inputs + tail.inputs + (quant_out ? quant_inputs : "");
+            for (const auto& chain : inplace_variants(core_ir + "\n" + tail.ir)) {
+              Rewrite r;
+              r.name = row_name(core, tail, quant_out);
+              r.pattern = graph_ir(all_inputs, chain + (quant_out ? "\n" + quantize : ""), quant_out ? "%out" : result);
+              r.replacement = graph_ir(
+                  all_inputs, tail.consts + "\n" + number.prelude + (quant_out ? "" : float_consts) + "\n" + call,
+                  "%out");
+              r.filters = core.filters;
+              r.filters.insert(r.filters.end(), tail.filters.begin(), tail.filters.end());
+              if (number.filter.accepts) r.filters.push_back(number.filter);
+              r.lead = "core";
+              if (quant_out) r.filters.push_back(kQuantizeConstant);
+              rows.push_back(std::move(r));
+            }
           }
         }
       }

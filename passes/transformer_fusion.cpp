@@ -1,6 +1,7 @@
 // Transformer-block fusions (fp32, bf16): residual Add + LayerNorm, attention's scaled and masked
 // softmax (division and multiplication forms), and the head merge view/transpose/contiguous/view.
 #include "passes/rewrite.h"
+#include "passes/spellings.h"
 
 #include <unordered_set>
 
@@ -26,10 +27,6 @@ const Filter kSoftmaxOnLastDim{
     },
     "softmax runs over dim {dim:value} of {s:type} in dtype {dtype:value}: jitfuse's runs over the last "
     "dim, in the input's dtype (None)"};
-
-const Filter kScaleIsConstant = number_is_constant("scale");
-// Tracing records a Python float operand as a 0-dim tensor constant.
-const Filter kScaleIsConstant0dTensor = number_is_constant_0d_tensor("scale", /*floating=*/true);
 
 const Filter kFormatIsContiguous{
     [](const Match& m, const ValueMap& v) {
@@ -143,7 +140,7 @@ void add_attention_rows(std::vector<Rewrite>& rows) {
     for (const auto& [scale_op, divide] : {std::pair{"aten::div", "1"}, std::pair{"aten::mul", "0"}})
       for (const char* add : {"aten::add(%scaled, %mask, %alpha)", "aten::add(%mask, %scaled, %alpha)"})
         for (const auto& tail : kAttentionTails)
-          for (bool tensor_scale : {false, true}) {  // tracing records a Python float as a 0-dim tensor
+          for (const auto& scale : number_spellings("scale", /*floating=*/true)) {
             const bool heads_last = *tail.ir;
             const std::string inputs = std::string("%q, %k, %v, %t0, %t1, %scale, %mask, %alpha, %dim, %dtype") + tail.inputs;
             const std::string body = std::string("%kt = aten::transpose(%k, %t0, %t1)\n") +
@@ -154,15 +151,14 @@ void add_attention_rows(std::vector<Rewrite>& rows) {
                                      "%ctx = " + mm + "(%probs, %v)\n" + tail.ir;
             const std::string replacement = graph_ir(
                 inputs,
-                std::string(tensor_scale ? "%number : Scalar = aten::item(%scale)\n" : "") +
+                scale.prelude +
                     "%divide : bool = prim::Constant[value=" + divide + "]()\n"
                     "%heads_last : bool = prim::Constant[value=" + (heads_last ? "1" : "0") + "]()\n"
                     "%low_precision : bool = prim::Constant[value=0]()\n"
-                    "%out = jitfuse::attention(%q, %k, %v, %mask, " + (tensor_scale ? "%number" : "%scale") +
+                    "%out = jitfuse::attention(%q, %k, %v, %mask, " + scale.arg +
                     ", %divide, %heads_last, %low_precision)",
                 "%out");
-            std::vector<Filter> filters{kTransposesLastTwo, kAlphaIsOne, kSoftmaxOnLastDim, kMaskIsTensor,
-                                        tensor_scale ? kScaleIsConstant0dTensor : kScaleIsConstant};
+            std::vector<Filter> filters{kTransposesLastTwo, kAlphaIsOne, kSoftmaxOnLastDim, kMaskIsTensor, scale.filter};
             if (heads_last) filters.push_back(kSwapsHeadsAndSequence);
             rows.push_back({"attention", graph_ir(inputs, body, heads_last ? "%out" : "%ctx"), replacement, filters,
                             "scores"});
@@ -217,15 +213,11 @@ std::vector<Rewrite> build_transformer_rewrites() {
           std::string("%scaled = ") + form.scale_op + "(%scores, %scale)\n%s = " + add +
               "\n%out = aten::softmax(%s, %dim, %dtype)",
           "%out");
-      rows.push_back({form.name, pattern,
-                      graph_ir(inputs, std::string("%out = jitfuse::") + form.name + "(%scores, %scale, %mask)", "%out"),
-                      {kAlphaIsOne, kSoftmaxOnLastDim, kScaleIsConstant, kMaskIsTensor}});
-      rows.push_back({form.name, pattern,
-                      graph_ir(inputs,
-                               "%number : Scalar = aten::item(%scale)\n"
-                               "%out = jitfuse::" + std::string(form.name) + "(%scores, %number, %mask)",
-                               "%out"),
-                      {kAlphaIsOne, kSoftmaxOnLastDim, kScaleIsConstant0dTensor, kMaskIsTensor}});
+      for (const auto& scale : number_spellings("scale", /*floating=*/true))
+        rows.push_back({form.name, pattern,
+                        graph_ir(inputs, scale.prelude + "%out = jitfuse::" + form.name + "(%scores, " + scale.arg + ", %mask)",
+                                 "%out"),
+                        {kAlphaIsOne, kSoftmaxOnLastDim, scale.filter, kMaskIsTensor}});
     }
   }
   // Attention's bf16 matmuls (q @ k^T, probs @ v) left over: the op widens to f32 where the CPU

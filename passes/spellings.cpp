@@ -1,0 +1,24 @@
+#include "passes/spellings.h"
+
+namespace jitfuse {
+
+std::vector<ConvSpelling> conv_spellings(int dim, const std::string& input, const std::string& weight,
+                                         const std::string& result) {
+  const std::string traced = "%bias, %stride, %padding, %dilation, %transposed, %output_padding, %groups, "
+                             "%benchmark, %deterministic, %cudnn_enabled, %allow_tf32";
+  const std::string scripted = "%bias, %stride, %padding, %dilation, %groups";
+  return {
+      {traced, result + " = aten::_convolution(" + input + ", " + weight + ", " + traced + ")"},
+      {scripted, result + " = aten::conv" + std::to_string(dim) + "d(" + input + ", " + weight + ", " + scripted + ")"},
+  };
+}
+
+std::vector<NumberSpelling> number_spellings(const std::string& name, bool floating) {
+  const std::string item = "%" + name + "_number";
+  return {
+      {"", "%" + name, number_is_constant(name)},
+      {item + " : Scalar = aten::item(%" + name + ")\n", item, number_is_constant_0d_tensor(name, floating)},
+  };
+}
+
+}  // namespace jitfuse

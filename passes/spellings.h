@@ -1,0 +1,31 @@
+// IR spellings several pattern tables share: how tracing and scripting write a convolution, and
+// how a number operand arrives (a Scalar constant, or the 0-dim tensor constant tracing records
+// for a Python number). A table expands its rows over them; none writes them out again.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "passes/rewrite.h"
+
+namespace jitfuse {
+
+// aten::_convolution (tracing) and aten::conv{2,3}d (scripting) of `input` and `weight` into
+// `result`. `params`: the pattern inputs the call reads besides those two, in order.
+struct ConvSpelling {
+  std::string params;
+  std::string call;
+};
+std::vector<ConvSpelling> conv_spellings(int dim, const std::string& input, const std::string& weight,
+                                         const std::string& result);
+
+// The number operand %<name>: a constant int or float (the replacement passes %<name> itself),
+// or a constant 0-dim tensor (floating-point when `floating`; the replacement passes its item).
+struct NumberSpelling {
+  std::string prelude;  // replacement IR that runs first ("" or the aten::item)
+  std::string arg;      // what the replacement passes
+  Filter filter;        // the spelling's check
+};
+std::vector<NumberSpelling> number_spellings(const std::string& name, bool floating);
+
+}  // namespace jitfuse
