@@ -107,6 +107,15 @@ TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
     auto names = pattern_names();
     return c10::List<std::string>(names);
   });
+  // Tests: (row name, the op its replacement calls) for every table row, so that a test can hold
+  // the names against the ops (the README lists the names that differ).
+  m.def("_pattern_ops() -> str[][]", []() {
+    c10::List<c10::List<std::string>> out;
+    for (const auto& pass : passes_in_order())
+      if (pass.table)
+        for (const auto& row : pass.table()) out.push_back(c10::List<std::string>({row.name, fused_op_name(row.replacement)}));
+    return out;
+  });
 }
 
 }  // namespace jitfuse
