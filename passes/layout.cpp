@@ -1,9 +1,11 @@
 // keep_channels_last: oneDNN runs convolutions in NHWC here, so a NCHW tensor would be reordered
-// into and out of every conv. Convert each fused conv's input to channels_last once (a no-op when
-// it already is), let NHWC flow between ops, and give graph outputs back the user's format.
+// into and out of every conv. Convert the input of each op that computes in channels_last
+// (ops/traits.h: the fused convs) once (a no-op when it already is), let NHWC flow between ops,
+// and give graph outputs back the user's format.
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/ir/constants.h>
 
+#include "ops/traits.h"
 #include "passes/rewrite.h"
 
 namespace jitfuse {
@@ -32,14 +34,16 @@ std::vector<std::pair<Node*, size_t>> output_uses(torch::jit::Graph& graph) {
 
 const c10::Symbol kLikeMemoryFormat = c10::Symbol::fromQualString("jitfuse::like_memory_format");
 const c10::Symbol kToChannelsLast = c10::Symbol::fromQualString("jitfuse::to_channels_last");
-const c10::Symbol kMaxPool2d = c10::Symbol::fromQualString("jitfuse::max_pool2d");
 
-// Already NHWC by construction: made by a fused conv, or a conversion this pass placed before
-// (a graph fused offline and loaded runs the passes again; older files hold aten::contiguous).
+bool computes_channels_last(const Node* n) { return traits::computes_channels_last(n->kind().toQualString()); }
+
+// Already NHWC by construction: made by an op that computes in channels_last (ops/traits.h), or
+// a conversion this pass placed before (a graph fused offline and loaded runs the passes again;
+// older files hold aten::contiguous), or by an op that keeps such a layout.
 bool is_channels_last_source(const Node* n) {
-  if (is_fused_conv(n) || n->kind() == kToChannelsLast) return true;
-  if (n->kind() == kMaxPool2d)  // keeps the layout
-    return is_channels_last_source(n->input(argument_index(kMaxPool2d, "self"))->node());
+  if (computes_channels_last(n) || n->kind() == kToChannelsLast) return true;
+  if (const auto argument = traits::layout_follows(n->kind().toQualString()); !argument.empty())
+    return is_channels_last_source(n->input(argument_index(n->kind(), std::string(argument).c_str()))->node());
   const auto contiguous = c10::Symbol::fromQualString("aten::contiguous");
   if (n->kind() != contiguous) return false;
   auto format = torch::jit::toIValue(n->input(argument_index(contiguous, "memory_format")));
@@ -53,7 +57,7 @@ bool is_channels_last_source(const Node* n) {
 void keep_channels_last(GraphPtr& graph) {
   Value* user_tensor = nullptr;  // what the first fused conv read, before conversion
   for (Node* n : graph->nodes()) {
-    if (!is_fused_conv(n)) continue;
+    if (!computes_channels_last(n)) continue;
     const size_t input = argument_index(n->kind(), "input");
     if (is_channels_last_source(n->input(input)->node())) continue;
     Value* x = n->input(input);
