@@ -67,37 +67,46 @@ const Filter kEluIsPlain{
 // ---- the table ------------------------------------------------------------------------------
 
 struct ConvTail {
-  const char* name;     // fused op is jitfuse::conv{2,3}d_<name>
-  const char* tail;     // IR from %conv to %out; {_} expands to the in-place spelling too
-  const char* op_args;  // extra arguments of the fused op
-  const char* consts;   // IR defining constants the replacement needs
+  std::string name;     // fused op is jitfuse::conv{2,3}d_<name>
+  std::string tail;     // IR from %conv to %out; {_} expands to the in-place spelling too
+  std::string op_args;  // extra arguments of the fused op
+  std::string consts;   // IR defining constants the replacement needs
   std::vector<Filter> filters;
 };
 
+// A sum (then relu), conv + other in each spelling of spellings.h: any constant alpha with the
+// conv first, alpha 1 with it second.
+std::vector<ConvTail> sum_tails(bool relu) {
+  std::vector<ConvTail> tails;
+  for (const auto& add : add_spellings(relu ? "%s" : "%out", "%conv"))
+    tails.push_back({relu ? "sum_relu" : "sum", add.ir + (relu ? "\n%out = aten::relu{_}(%s)" : ""), ", %other, %alpha",
+                     "", {add.result_first ? kAlphaIsConstant : kAlphaIsOne}});
+  return tails;
+}
+
 // Longer tails first: conv+add+relu must be claimed before conv+add.
 const std::vector<ConvTail>& conv_tails() {
-  static const std::vector<ConvTail> tails = {
-      // name      tail (%conv -> %out)                                          extra op args         constants  filters
-      {"sum_relu", "%s = aten::add{_}(%conv, %other, %alpha)\n"
-                   "%out = aten::relu{_}(%s)",                                   ", %other, %alpha",   "",        {kAlphaIsConstant}},
-      // conv on the right of the add: other + conv. No add_ here: it would write into other.
-      {"sum_relu", "%s = aten::add(%other, %conv, %alpha)\n"
-                   "%out = aten::relu{_}(%s)",                                   ", %other, %alpha",   "",        {kAlphaIsOne}},
-      {"sum",      "%out = aten::add{_}(%conv, %other, %alpha)",                 ", %other, %alpha",   "",        {kAlphaIsConstant}},
-      {"sum",      "%out = aten::add(%other, %conv, %alpha)",                    ", %other, %alpha",   "",        {kAlphaIsOne}},
-      {"swish",    "%s = aten::sigmoid(%conv)\n%out = aten::mul{_}(%conv, %s)",  "",                   "",        {}},
-      {"swish",    "%s = aten::sigmoid(%conv)\n%out = aten::mul{_}(%s, %conv)",  "",                   "",        {}},
-      {"sigmoid",  "%out = aten::sigmoid{_}(%conv)",                             "",                   "",        {}},
-      {"hardtanh", "%out = aten::hardtanh{_}(%conv, %min_val, %max_val)",        ", %min_val, %max_val", "",      {kHardtanhBoundsConstant}},
-      {"hardtanh", "%out = aten::relu6{_}(%conv)",                               ", %min_val, %max_val",
-                   "%min_val : float = prim::Constant[value=0.]()\n"
-                   "%max_val : float = prim::Constant[value=6.]()",                                               {}},
-      {"silu",     "%out = aten::silu{_}(%conv)",                                "",                   "",        {}},
-      {"elu",      "%out = aten::elu{_}(%conv, %alpha, %scale, %input_scale)",   ", %alpha",           "",        {kEluIsPlain}},
-      {"relu",     "%out = aten::relu{_}(%conv)",                                "",                   "",        {}},
-      // A lone conv still gains prepacked weights and NHWC.
-      {"",         "",                                                           "",                   "",        {}},
-  };
+  static const std::vector<ConvTail> tails = [] {
+    std::vector<ConvTail> t = sum_tails(/*relu=*/true);
+    for (auto& sum : sum_tails(/*relu=*/false)) t.push_back(std::move(sum));
+    const std::vector<ConvTail> activations = {
+        // name      tail (%conv -> %out)                                          extra op args           constants  filters
+        {"swish",    "%s = aten::sigmoid(%conv)\n%out = aten::mul{_}(%conv, %s)",  "",                     "",        {}},
+        {"swish",    "%s = aten::sigmoid(%conv)\n%out = aten::mul{_}(%s, %conv)",  "",                     "",        {}},
+        {"sigmoid",  "%out = aten::sigmoid{_}(%conv)",                             "",                     "",        {}},
+        {"hardtanh", "%out = aten::hardtanh{_}(%conv, %min_val, %max_val)",        ", %min_val, %max_val", "",        {kHardtanhBoundsConstant}},
+        {"hardtanh", "%out = aten::relu6{_}(%conv)",                               ", %min_val, %max_val",
+                     "%min_val : float = prim::Constant[value=0.]()\n"
+                     "%max_val : float = prim::Constant[value=6.]()",                                                 {}},
+        {"silu",     "%out = aten::silu{_}(%conv)",                                "",                     "",        {}},
+        {"elu",      "%out = aten::elu{_}(%conv, %alpha, %scale, %input_scale)",   ", %alpha",             "",        {kEluIsPlain}},
+        {"relu",     "%out = aten::relu{_}(%conv)",                                "",                     "",        {}},
+        // A lone conv still gains prepacked weights and NHWC.
+        {"",         "",                                                           "",                     "",        {}},
+    };
+    t.insert(t.end(), activations.begin(), activations.end());
+    return t;
+  }();
   return tails;
 }
 
@@ -116,8 +125,8 @@ std::vector<Rewrite> build_conv_rewrites() {
   for (int dim : {2, 3}) {
     const std::string op = "conv" + std::to_string(dim) + "d";
     for (const auto& t : conv_tails()) {
-      const std::string name = *t.name ? op + "_" + t.name : op;
-      const std::string out = *t.tail ? "%out" : "%conv";
+      const std::string name = t.name.empty() ? op : op + "_" + t.name;
+      const std::string out = t.tail.empty() ? "%conv" : "%out";
       // The replacement reads the pattern's inputs by position: same inputs as the pattern.
       const std::string call = out + " = jitfuse::" + name +
                                "(%input, %weight, %bias, %stride, %padding, %dilation, %groups" +
@@ -128,7 +137,7 @@ std::vector<Rewrite> build_conv_rewrites() {
           Rewrite r;
           r.name = name;
           r.pattern = graph_ir(inputs, conv.call + "\n" + tail, out);
-          r.replacement = graph_ir(inputs, std::string(t.consts) + "\n" + call, out);
+          r.replacement = graph_ir(inputs, t.consts + "\n" + call, out);
           r.filters = conv_filters(dim + 2);
           r.filters.insert(r.filters.end(), t.filters.begin(), t.filters.end());
           r.lead = "conv";

@@ -174,20 +174,19 @@ struct Tail {
 // int8 tensor that the op reads directly, or a float32 tensor (either side of the add; no add_ with
 // it first: that would write into it). The op's other_scale / other_zero_point are None for a float.
 std::vector<Tail> sum_tails(const std::string& core, bool relu) {
-  const std::string name = relu ? "_sum_relu" : "_sum";
-  const std::string sum = relu ? "%s = aten::add" : "%y = aten::add", then = relu ? "\n%y = aten::relu{_}(%s)" : "";
+  const std::string name = relu ? "_sum_relu" : "_sum", then = relu ? "\n%y = aten::relu{_}(%s)" : "";
   const std::string int8_other = "%other = jitfuse::dequantize_per_tensor(%qother, %other_scale, %other_zero_point)\n";
   const std::string int8_args = ", %qother, %other_scale, %other_zero_point";
   const std::string float_args = ", %other, %no_scale, %no_zero_point";
   const std::string no_parameters = "%no_scale : NoneType = prim::Constant()\n%no_zero_point : NoneType = prim::Constant()";
-  return {
-      {core, name, int8_other + sum + "{_}(%core, %other, %alpha)" + then, int8_args + ", %alpha", int8_args, "",
-       {kAlphaIsOne}},
-      {core, name, sum + "{_}(%core, %other, %alpha)" + then, ", %other, %alpha", float_args, no_parameters,
-       {kAlphaIsOne, kOtherIsFloat}},
-      {core, name, sum + "(%other, %core, %alpha)" + then, ", %other, %alpha", float_args, no_parameters,
-       {kAlphaIsOne, kOtherIsFloat}},
-  };
+  std::vector<Tail> tails;
+  for (const auto& add : add_spellings(relu ? "%s" : "%y", "%core"))  // an int8 operand: the result first
+    if (add.result_first)
+      tails.push_back({core, name, int8_other + add.ir + then, int8_args + ", %alpha", int8_args, "", {kAlphaIsOne}});
+  for (const auto& add : add_spellings(relu ? "%s" : "%y", "%core"))
+    tails.push_back({core, name, add.ir + then, ", %other, %alpha", float_args, no_parameters,
+                     {kAlphaIsOne, kOtherIsFloat}});
+  return tails;
 }
 
 // Longer tails first: conv+sum+relu must be claimed before conv+sum and conv.

@@ -13,6 +13,13 @@ std::vector<ConvSpelling> conv_spellings(int dim, const std::string& input, cons
   };
 }
 
+std::vector<AddSpelling> add_spellings(const std::string& sum, const std::string& result) {
+  return {
+      {sum + " = aten::add{_}(" + result + ", %other, %alpha)", true},
+      {sum + " = aten::add(%other, " + result + ", %alpha)", false},
+  };
+}
+
 std::vector<NumberSpelling> number_spellings(const std::string& name, bool floating) {
   const std::string item = "%" + name + "_number";
   return {
