@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <cstring>
+#include <string>
 
 namespace jitfuse {
 namespace {
@@ -106,6 +107,19 @@ bool int8_operand_post_ops_supported() {
   return supported;
 }
 
+// bias + zero_point * scale of `out` (zeros where there is no bias), derived once per constant
+// bias (or weight, without one) and output parameters.
+at::Tensor bias_with_zero_point(const at::Tensor& bias, const at::Tensor& qw, const Int8Output& out) {
+  const float shift = static_cast<float>(out.zero_point * out.scale);
+  int32_t shift_bits;
+  std::memcpy(&shift_bits, &shift, sizeof shift);
+  const std::string tag = "bias+" + std::to_string(shift_bits);
+  return onednn::derived_weight(bias.defined() ? bias : qw, tag, [&] {
+    const at::Tensor base = bias.defined() ? bias.to(at::kFloat) : at::zeros({qw.size(0)}, qw.options().dtype(at::kFloat));
+    return (base + shift).contiguous();
+  });
+}
+
 // Everything in channels_last: oneDNN's int8 kernels work on NHWC. `in_place`: the result goes
 // into other_in.values (the `_` ops), which must be able to hold it.
 at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tensor& weight_scales,
@@ -121,8 +135,8 @@ at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tens
                                    dilation, groups, batch_other, relu, out, in_place);
     return in_place ? other_in.values : y.squeeze(0);
   }
-  const at::Tensor bias = bias_opt ? *bias_opt : at::Tensor();
-  const auto p = check_qconv(x, qw, weight_scales, bias, stride, padding, dilation, groups);
+  const at::Tensor given_bias = bias_opt ? *bias_opt : at::Tensor();
+  const auto p = check_qconv(x, qw, weight_scales, given_bias, stride, padding, dilation, groups);
   if (in_place) {
     const auto& o = other_in.values;
     TORCH_CHECK(o.sizes() == at::IntArrayRef(p.out_sizes) &&
@@ -156,7 +170,7 @@ at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tens
     // tensor that broadcasts, and for weights oneDNN would saturate on this CPU (in float32).
     at::Tensor y = exact ? qconv2d_forward(x, qw, weight_scales, bias_opt, stride, padding, dilation, groups, {}, false, {})
                          : at::conv2d(quantize::dequantize(x.values, x.scale, x.zero_point),
-                                      qw.to(at::kFloat) * weight_scales.reshape({-1, 1, 1, 1}), bias,
+                                      qw.to(at::kFloat) * weight_scales.reshape({-1, 1, 1, 1}), given_bias,
                                       p.stride, p.padding, p.dilation, groups);
     if (other.defined()) y = y + other;
     if (relu) y.relu_();
@@ -173,6 +187,12 @@ at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tens
     weight_dims[0] /= groups;
     weight_dims.insert(weight_dims.begin(), groups);
   }
+  // An output zero point sends oneDNN 3.2 to its older jit kernels (0.45x brgconv's rate on
+  // ResNet-50's downsampling convs, Xeon with AMX). With no relu after, it is the same as a bias
+  // of zero_point * scale more: (y + zp s) / s = y / s + zp, within one output step.
+  const bool fold_zero_point = out.dtype && out.zero_point != 0 && !relu;
+  const at::Tensor bias = fold_zero_point ? bias_with_zero_point(given_bias, qw, out) : given_bias;
+  const Int8Output kernel_out = fold_zero_point ? Int8Output{out.dtype, out.scale, 0} : out;
   const int weight_mask = onednn::per_channel(weight_scales) ? (groups > 1 ? 3 : 1) : 0;
   const bool src_zp = x.zero_point != 0;
   PostOps post;
@@ -207,12 +227,12 @@ at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tens
   onednn::Key key;
   key << src << qw << bias << at::IntArrayRef(p.stride) << at::IntArrayRef(p.padding)
       << at::IntArrayRef(p.dilation) << groups << int64_t{weight_mask} << int64_t{src_zp} << dst
-      << int64_t{out.zero_point != 0} << post;
+      << int64_t{kernel_out.zero_point != 0} << post;
   auto made = onednn::cached_primitive(key, [&]() -> std::shared_ptr<onednn::CachedPrimitive> {
     dnnl::memory::desc wei(weight_dims, dnnl::memory::data_type::s8, dnnl::memory::format_tag::any);
     dnnl::memory::dims dil{p.dilation[0] - 1, p.dilation[1] - 1};  // oneDNN counts the gaps
     auto attr = onednn::make_attr(post);
-    onednn::set_int8_attr(attr, weight_mask, src_zp, out);
+    onednn::set_int8_attr(attr, weight_mask, src_zp, kernel_out);
     using pd_t = dnnl::convolution_forward::primitive_desc;
     const auto prop = dnnl::prop_kind::forward_inference;
     const auto alg = dnnl::algorithm::convolution_direct;
@@ -226,7 +246,7 @@ at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tens
     if (bias.defined()) args.push_back(DNNL_ARG_BIAS);
     if (addend.defined()) args.push_back(binary_arg);
     return std::make_shared<QConvPrimitive>(std::move(pd), args,
-                                            onednn::int8_arg_descs(weight_scales.numel(), src_zp, out));
+                                            onednn::int8_arg_descs(weight_scales.numel(), src_zp, kernel_out));
   });
   const auto& conv = static_cast<const QConvPrimitive&>(*made);
   const at::Tensor wei = onednn::prepacked_weight(qw, conv.run.md(DNNL_ARG_WEIGHTS), [&] {
@@ -239,7 +259,7 @@ at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tens
   if (bias.defined()) args.add(DNNL_ARG_BIAS, bias.data_ptr());
   if (addend.defined()) args.add(binary_arg, addend.data_ptr());
   onednn::Int8Args values;
-  onednn::add_int8_args(args, values, x.scale, x.zero_point, weight_scales, out);
+  onednn::add_int8_args(args, values, x.scale, x.zero_point, weight_scales, kernel_out);
   conv.run(args);
   return dst;
 }

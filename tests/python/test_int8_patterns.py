@@ -437,3 +437,31 @@ def test_int8_sum_in_place_only_into_a_dead_operand(read_identity_later):
         ref = stock(x)
         jitfuse.set_enabled(True)
         assert max_rel_err(fused(x), ref) <= 1e-2  # one int8 step near rounding ties, as elsewhere
+
+
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no bias"])
+@pytest.mark.parametrize("tail", ["", "_sum", "_relu"])
+def test_int8_output_zero_point_matches_the_reference_within_one_step(tail, with_bias):
+    """An int8 result with a zero point (a residual branch's downsampling conv, no relu after):
+    the op folds the zero point into the bias (oneDNN's fast kernels take no output zero point),
+    which must give the quantized reference's integers within one step; after a relu it may not."""
+    torch.manual_seed(0)
+    values, scales = qweight(16, 16, 1, 1)
+    x = torch.randn(2, 16, 7, 7)
+    bias = torch.randn(16) if with_bias else None
+    other = torch.randn(2, 16, 7, 7)
+    out_scale, out_zero_point = 0.04, 117
+    y = F.conv2d(q(x), dequant_weight(values, scales), bias)
+    args = (u8(x), 0.05, 128, values, scales, bias, [1, 1], [0, 0], [1, 1], 1)
+    if tail == "_sum":
+        qother = u8(other)
+        y = y + q(other)
+        got = jq.qconv2d_sum(*args, qother, 0.05, 128, out_scale, out_zero_point, torch.uint8)
+    elif tail == "_relu":
+        y = y.relu()
+        got = jq.qconv2d_relu(*args, out_scale, out_zero_point, torch.uint8)
+    else:
+        got = jq.qconv2d(*args, out_scale, out_zero_point, torch.uint8)
+    want = torch.clamp(torch.round(y / out_scale) + out_zero_point, 0, 255)
+    assert got.dtype == torch.uint8
+    assert (got.float() - want).abs().max().item() <= 1
