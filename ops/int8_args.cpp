@@ -58,7 +58,7 @@ bool int8_weight_exact(const at::Tensor& qw) {
     return at::scalar_tensor(qw.numel() == 0 || (qw.min().item<int>() >= -64 && qw.max().item<int>() <= 64),
                              at::kBool);
   });
-  return exact.item<bool>();
+  return *exact.const_data_ptr<bool>();  // no dispatch: this runs on every call
 }
 
 void set_int8_attr(dnnl::primitive_attr& attr, int weight_mask, bool src_zero_point,
