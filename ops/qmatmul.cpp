@@ -3,8 +3,9 @@
 // feature) on oneDNN's int8 matmul, the activation or sum as post-ops, float32 or uint8/int8 out.
 // qlinear_dynamic[_relu|_gelu]: float in and out, each row quantized at run time with its own
 // scale and zero point (after the SmoothQuant factors, when given): what keeps a pretrained
-// transformer's outlier tokens and channels. qbmm[_div]: attention's batched products of two int8 activations. Schemas at the
-// bottom.
+// transformer's outlier tokens and channels; their _rows forms return the quantized rows of the
+// result for the next dynamic linear, which qlinear_rows multiplies. qbmm[_div]: attention's
+// batched products of two int8 activations. Schemas at the bottom.
 #include "ops/allocator.h"
 #include "ops/int8_args.h"
 #include "ops/onednn.h"
@@ -17,6 +18,8 @@
 #include <torch/library.h>
 
 #include <cstring>
+#include <functional>
+#include <tuple>
 
 namespace jitfuse {
 namespace {
@@ -174,40 +177,50 @@ FINISH_ROWS(finish_rows_relu, RowActivation::relu)
 FINISH_ROWS(finish_rows_gelu, RowActivation::gelu_erf)
 #undef FINISH_ROWS
 
-// y = act(dequant(quant_rows(x / smooth)) @ (qw * scales)^T + bias): each row of x quantized to
-// uint8 with its own scale and zero point, the SmoothQuant factors (already multiplied into the
-// weight by jitfuse.quantization) dividing x's channels first. oneDNN computes the u8 x s8
-// product with the weight scales; finish_rows applies each row's scale and zero point.
-at::Tensor qlinear_dynamic_forward(const at::Tensor& x, const std::optional<at::Tensor>& smooth,
-                                   const at::Tensor& qw, const at::Tensor& weight_scales,
-                                   const std::optional<at::Tensor>& bias_opt, algorithm eltwise) {
-  const at::Tensor bias = bias_opt && bias_opt->defined() ? bias_opt->contiguous() : at::Tensor();
+// The reciprocals of constant SmoothQuant factors, once per factor tensor: one product per element.
+at::Tensor reciprocal_of(const std::optional<at::Tensor>& smooth) {
+  if (!smooth || !smooth->defined()) return at::Tensor();
+  return onednn::derived_weight(*smooth, "reciprocal", [&] { return smooth->to(at::kFloat).reciprocal().contiguous(); });
+}
+
+void check_dynamic_input(const char* op, const at::Tensor& x, const at::Tensor& qw, const at::Tensor& weight_scales,
+                         const at::Tensor& bias) {
   TORCH_CHECK(x.device().is_cpu() && x.layout() == at::kStrided &&
                   (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16),
-              "jitfuse qlinear_dynamic: expected a float32 or bfloat16 CPU input, got ", x.scalar_type());
-  TORCH_CHECK(x.dim() >= 1, "jitfuse qlinear_dynamic: expected an input of at least 1 dimension");
-  onednn::check_int8_weight("qlinear_dynamic", qw, weight_scales);
-  check_weight_shape("qlinear_dynamic", x.size(-1), qw, bias, x.sizes());
+              "jitfuse ", op, ": expected a float32 or bfloat16 CPU input, got ", x.scalar_type());
+  TORCH_CHECK(x.dim() >= 1, "jitfuse ", op, ": expected an input of at least 1 dimension");
+  onednn::check_int8_weight(op, qw, weight_scales);
+  check_weight_shape(op, x.size(-1), qw, bias, x.sizes());
+}
+
+// x's rows quantized (after the smoothing), timed apart for bench/run.py --profile.
+quantize::Rows quantized_input(const at::Tensor& x, const std::optional<at::Tensor>& smooth) {
+  RECORD_FUNCTION("jitfuse::quantize_rows", {});
+  return quantize::per_row(x, reciprocal_of(smooth));
+}
+
+// What runs on each block of finished rows [begin, end) of y (float32, n wide) while they are
+// still in cache: the next linear's quantization, for the _rows ops.
+using RowsDone = std::function<void(const float* y, int64_t begin, int64_t end)>;
+
+// act(dequant(rows) @ (qw * scales)^T + bias) as float32 (m, n): oneDNN computes the u8 x s8
+// product with the weight scales; finish_rows applies each row's scale and zero point.
+at::Tensor rows_product(const quantize::Rows& rows, const at::Tensor& qw, const at::Tensor& weight_scales,
+                        const at::Tensor& bias, algorithm eltwise, const RowsDone& then = {}) {
   const int64_t k = qw.size(1), n = qw.size(0);
-  auto out_sizes = x.sizes().vec();
-  out_sizes.back() = n;
-  // The smoothing factors' reciprocals, once per constant factor tensor: one product per element.
-  const at::Tensor inv_smooth = smooth && smooth->defined() ? onednn::derived_weight(*smooth, "reciprocal", [&] {
-    return smooth->to(at::kFloat).reciprocal().contiguous();
-  }) : at::Tensor();
-  const auto rows = [&] {
-    RECORD_FUNCTION("jitfuse::quantize_rows", {});  // bench/run.py --profile: apart from the product
-    return quantize::per_row(x, inv_smooth);
-  }();
   const at::Tensor src = rows.values.view({-1, k});
   const int64_t m = src.size(0);
   const at::Tensor scales = weight_scales.reshape({-1}).to(at::kFloat).expand({n}).contiguous();
+  const auto all_rows = [&](const at::Tensor& y) {
+    if (then) at::parallel_for(0, m, std::max<int64_t>(1, 16384 / n), [&](int64_t b, int64_t e) { then(y.data_ptr<float>(), b, e); });
+    return y;
+  };
   if (!onednn::int8_weight_exact(qw) || m == 0) {  // weights oneDNN would saturate here: float32
     const at::Tensor xd = (src.to(at::kFloat) - rows.zero_points.view({-1, 1})) * rows.scales.view({-1, 1});
-    at::Tensor y = at::linear(xd, qw.to(at::kFloat) * scales.view({-1, 1}), bias_opt);
-    return apply(eltwise, y).to(x.scalar_type()).view(out_sizes);
+    const at::Tensor y = at::linear(xd, qw.to(at::kFloat) * scales.view({-1, 1}), bias.defined() ? bias : std::optional<at::Tensor>());
+    return all_rows(apply(eltwise, y).contiguous());
   }
-  at::Tensor dst = memory::empty({m, n}, x.options().dtype(at::kFloat));
+  at::Tensor dst = memory::empty({m, n}, src.options().dtype(at::kFloat));
   onednn::Key key;
   key << int64_t{0x5d7} << src << qw << int64_t{n};  // 0x5d7: the dynamic linear's keys
   const dnnl::memory::desc user_weight({k, n}, dnnl::memory::data_type::s8, {1, k});
@@ -235,12 +248,89 @@ at::Tensor qlinear_dynamic_forward(const at::Tensor& x, const std::optional<at::
   auto* finish = eltwise == algorithm::eltwise_relu       ? finish_rows_relu
                  : eltwise == algorithm::eltwise_gelu_erf ? finish_rows_gelu
                                                           : finish_rows_none;
+  const bool in_epilogue = eltwise != algorithm::eltwise_gelu_tanh;
+  // With `then`, blocks of rows that fit in L1 (32 KiB of float32): finished, then passed on.
+  const int64_t block = then && in_epilogue ? std::max<int64_t>(1, 8192 / n) : m;
   at::parallel_for(0, m, std::max<int64_t>(1, 16384 / n), [&](int64_t begin, int64_t end) {
-    finish(dst.data_ptr<float>(), begin, end, n, rows.scales.data_ptr<float>(), rows.zero_points.data_ptr<float>(),
-           column.data_ptr<float>(), bias.defined() ? bias.data_ptr<float>() : nullptr);
+    for (int64_t first = begin; first < end; first += block) {
+      const int64_t last = std::min(end, first + block);
+      finish(dst.data_ptr<float>(), first, last, n, rows.scales.data_ptr<float>(), rows.zero_points.data_ptr<float>(),
+             column.data_ptr<float>(), bias.defined() ? bias.data_ptr<float>() : nullptr);
+      if (then && in_epilogue) then(dst.data_ptr<float>(), first, last);
+    }
   });
-  if (eltwise == algorithm::eltwise_gelu_tanh) at::gelu_(dst, "tanh");  // ATen's, in place
-  return dst.to(x.scalar_type()).view(out_sizes);
+  if (in_epilogue) return dst;
+  at::gelu_(dst, "tanh");  // ATen's, in place
+  return all_rows(dst);
+}
+
+// y = act(dequant(quant_rows(x / smooth)) @ (qw * scales)^T + bias): each row of x quantized to
+// uint8 with its own scale and zero point, the SmoothQuant factors (already multiplied into the
+// weight by jitfuse.quantization) dividing x's channels first.
+at::Tensor qlinear_dynamic_forward(const at::Tensor& x, const std::optional<at::Tensor>& smooth,
+                                   const at::Tensor& qw, const at::Tensor& weight_scales,
+                                   const std::optional<at::Tensor>& bias_opt, algorithm eltwise) {
+  const at::Tensor bias = bias_opt && bias_opt->defined() ? bias_opt->contiguous() : at::Tensor();
+  check_dynamic_input("qlinear_dynamic", x, qw, weight_scales, bias);
+  auto out_sizes = x.sizes().vec();
+  out_sizes.back() = qw.size(0);
+  return rows_product(quantized_input(x, smooth), qw, weight_scales, bias, eltwise).to(x.scalar_type()).view(out_sizes);
+}
+
+// The same linear whose result goes on to another dynamic linear (smoothing factors
+// `next_smooth`) and nowhere else: it returns that linear's quantized rows instead, each made
+// while the row is in cache. The values are those of quantizing qlinear_dynamic's result.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> qlinear_dynamic_rows_forward(
+    const at::Tensor& x, const std::optional<at::Tensor>& smooth, const at::Tensor& qw, const at::Tensor& weight_scales,
+    const std::optional<at::Tensor>& bias_opt, algorithm eltwise, const std::optional<at::Tensor>& next_smooth,
+    const char* op) {
+  const at::Tensor bias = bias_opt && bias_opt->defined() ? bias_opt->contiguous() : at::Tensor();
+  check_dynamic_input(op, x, qw, weight_scales, bias);
+  const int64_t n = qw.size(0);
+  TORCH_CHECK(!next_smooth || !next_smooth->defined() || next_smooth->numel() == n, "jitfuse ", op,
+              ": expected ", n, " smoothing factors for the next linear, got ", next_smooth->numel());
+  auto out_sizes = x.sizes().vec();
+  out_sizes.back() = n;
+  const at::Tensor next_inv = reciprocal_of(next_smooth);
+  const auto rows = quantized_input(x, smooth);
+  quantize::Rows next;
+  if (x.scalar_type() == at::kFloat) {
+    next = quantize::empty_rows(out_sizes, x.options());
+    const float* inv = next_inv.defined() ? next_inv.data_ptr<float>() : nullptr;
+    rows_product(rows, qw, weight_scales, bias, eltwise, [&](const float* y, int64_t begin, int64_t end) {
+      quantize::per_row_range(y, n, inv, begin, end, next);
+    });
+  } else {  // bf16: the unfused graph rounds the result to bf16 first
+    next = quantize::per_row(rows_product(rows, qw, weight_scales, bias, eltwise).to(x.scalar_type()).view(out_sizes),
+                             next_inv);
+  }
+  return {next.values, next.scales, next.zero_points};
+}
+
+// A dynamic linear whose input rows were quantized by the _rows op before it; `dtype` is the
+// float dtype qlinear_dynamic would have returned (its input's).
+at::Tensor qlinear_rows(const at::Tensor& values, const at::Tensor& row_scales, const at::Tensor& row_zero_points,
+                        const at::Tensor& qw, const at::Tensor& weight_scales, const std::optional<at::Tensor>& bias_opt,
+                        at::ScalarType dtype) {
+  const at::Tensor bias = bias_opt && bias_opt->defined() ? bias_opt->contiguous() : at::Tensor();
+  TORCH_CHECK(values.device().is_cpu() && values.layout() == at::kStrided && values.scalar_type() == at::kByte &&
+                  values.dim() >= 1,
+              "jitfuse qlinear_rows: expected uint8 CPU rows of at least 1 dimension, got ", values.scalar_type(),
+              " ", values.sizes());
+  onednn::check_int8_weight("qlinear_rows", qw, weight_scales);
+  check_weight_shape("qlinear_rows", values.size(-1), qw, bias, values.sizes());
+  const int64_t rows = values.size(-1) ? values.numel() / values.size(-1) : 0;
+  for (const auto* t : {&row_scales, &row_zero_points})
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->is_contiguous() && t->numel() == rows,
+                "jitfuse qlinear_rows: expected ", rows, " contiguous float32 row scales and zero points, got ",
+                t->scalar_type(), " ", t->sizes());
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "jitfuse qlinear_rows: dtype must be float32 or "
+              "bfloat16, got ", dtype);
+  auto out_sizes = values.sizes().vec();
+  out_sizes.back() = qw.size(0);
+  return rows_product({values.contiguous(), row_scales, row_zero_points}, qw, weight_scales, bias, algorithm::undef)
+      .to(dtype)
+      .view(out_sizes);
 }
 
 // Attention's products: both operands are int8 activations. They are widened to float32 and
@@ -297,6 +387,21 @@ at::Tensor qlinear_dynamic_gelu(DYNAMIC_ARGS, c10::string_view approximate) {
   return qlinear_dynamic_forward(x, smooth, qweight, weight_scales, bias,
                                  gelu_algorithm("qlinear_dynamic_gelu", approximate));
 }
+using RowsResult = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+RowsResult qlinear_dynamic_rows(DYNAMIC_ARGS, const std::optional<at::Tensor>& next_smooth) {
+  return qlinear_dynamic_rows_forward(x, smooth, qweight, weight_scales, bias, algorithm::undef, next_smooth,
+                                      "qlinear_dynamic_rows");
+}
+RowsResult qlinear_dynamic_relu_rows(DYNAMIC_ARGS, const std::optional<at::Tensor>& next_smooth) {
+  return qlinear_dynamic_rows_forward(x, smooth, qweight, weight_scales, bias, algorithm::eltwise_relu, next_smooth,
+                                      "qlinear_dynamic_relu_rows");
+}
+RowsResult qlinear_dynamic_gelu_rows(DYNAMIC_ARGS, c10::string_view approximate,
+                                     const std::optional<at::Tensor>& next_smooth) {
+  return qlinear_dynamic_rows_forward(x, smooth, qweight, weight_scales, bias,
+                                      gelu_algorithm("qlinear_dynamic_gelu_rows", approximate), next_smooth,
+                                      "qlinear_dynamic_gelu_rows");
+}
 
 #define QBMM_ARGS                                                                                   \
   const at::Tensor &qa, double a_scale, int64_t a_zero_point, const at::Tensor &qb, double b_scale, \
@@ -327,6 +432,16 @@ TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
   m.def(("qlinear_sum" + args + other + out).c_str(), torch::dispatch(cpu, TORCH_FN(qlinear_sum)));
   m.def(("qlinear_dynamic" + dynamic + ") -> Tensor").c_str(), torch::dispatch(cpu, TORCH_FN(qlinear_dynamic)));
   m.def(("qlinear_dynamic_relu" + dynamic + ") -> Tensor").c_str(), torch::dispatch(cpu, TORCH_FN(qlinear_dynamic_relu)));
+  const std::string rows = "(Tensor values, Tensor scales, Tensor zero_points)";
+  m.def(("qlinear_dynamic_rows" + dynamic + ", Tensor? next_smooth) -> " + rows).c_str(),
+        torch::dispatch(cpu, TORCH_FN(qlinear_dynamic_rows)));
+  m.def(("qlinear_dynamic_relu_rows" + dynamic + ", Tensor? next_smooth) -> " + rows).c_str(),
+        torch::dispatch(cpu, TORCH_FN(qlinear_dynamic_relu_rows)));
+  m.def(("qlinear_dynamic_gelu_rows" + dynamic + ", str approximate, Tensor? next_smooth) -> " + rows).c_str(),
+        torch::dispatch(cpu, TORCH_FN(qlinear_dynamic_gelu_rows)));
+  m.def("qlinear_rows(Tensor values, Tensor scales, Tensor zero_points, Tensor qweight, Tensor weight_scales, "
+        "Tensor? bias, ScalarType dtype) -> Tensor",
+        torch::dispatch(cpu, TORCH_FN(qlinear_rows)));
   m.def(("qlinear_dynamic_gelu" + dynamic + ", str approximate='none') -> Tensor").c_str(),
         torch::dispatch(cpu, TORCH_FN(qlinear_dynamic_gelu)));
   m.def(("qbmm" + ab + out).c_str(), torch::dispatch(cpu, TORCH_FN(qbmm)));

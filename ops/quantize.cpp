@@ -10,6 +10,7 @@
 #include "ops/vec.h"
 
 #include <ATen/Parallel.h>
+#include <c10/util/accumulate.h>
 #include <torch/library.h>
 
 #include <immintrin.h>
@@ -387,6 +388,27 @@ at::Tensor dequantize(const at::Tensor& q_in, double scale, int64_t zero_point) 
 
 namespace {
 
+// Rows [begin, end) of a contiguous (rows, k) x of float32 or bf16 (`bf16` set instead of x32).
+void quantize_range(const float* x32, const vec::bf16* bf16, int64_t k, const float* s, int64_t begin, int64_t end,
+                    Build build, Rows& out) {
+  std::vector<float> scratch(use_avx512(build) ? 0 : k);  // the AVX-512 build needs none
+  auto* q = out.values.data_ptr<uint8_t>();
+  auto* scales = out.scales.data_ptr<float>();
+  auto* zps = out.zero_points.data_ptr<float>();
+  if (use_avx512(build) && x32)
+    quantize_rows_avx512(x32, s, begin, end, k, q, scales, zps);
+  else if (use_avx512(build))
+    quantize_rows_avx512(bf16, s, begin, end, k, q, scales, zps);
+  else if (use_avx2(build) && x32)
+    quantize_rows_avx2(x32, s, begin, end, k, scratch.data(), q, scales, zps);
+  else if (use_avx2(build))
+    quantize_rows_avx2(bf16, s, begin, end, k, scratch.data(), q, scales, zps);
+  else if (x32)
+    quantize_rows(x32, s, begin, end, k, scratch.data(), q, scales, zps);
+  else
+    quantize_rows(bf16, s, begin, end, k, scratch.data(), q, scales, zps);
+}
+
 Rows per_row_with(const at::Tensor& x_in, const at::Tensor& inv_smooth, Build build) {
   TORCH_CHECK(x_in.scalar_type() == at::kFloat || x_in.scalar_type() == at::kBFloat16,
               "jitfuse: expected a float32 or bfloat16 activation, got ", x_in.scalar_type());
@@ -395,29 +417,12 @@ Rows per_row_with(const at::Tensor& x_in, const at::Tensor& inv_smooth, Build bu
   const at::Tensor inv = inv_smooth.defined() ? inv_smooth.to(at::kFloat).contiguous() : at::Tensor();
   TORCH_CHECK(!inv.defined() || inv.numel() == k, "jitfuse: expected ", k, " smoothing factors, got ", inv.numel());
   const int64_t rows = k ? x.numel() / k : 0;
-  const auto f32 = x.options().dtype(at::kFloat);
-  Rows out{memory::empty(x.sizes(), x.options().dtype(at::kByte)), memory::empty({rows}, f32),
-           memory::empty({rows}, f32)};
+  Rows out = empty_rows(x.sizes(), x.options());
   const float* s = inv.defined() ? inv.data_ptr<float>() : nullptr;
+  const auto* bf16 = reinterpret_cast<const vec::bf16*>(x.data_ptr());
+  const auto* x32 = x.scalar_type() == at::kFloat ? x.data_ptr<float>() : nullptr;
   at::parallel_for(0, rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(k, 1)), [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(use_avx512(build) ? 0 : k);  // the AVX-512 build needs none
-    auto* q = out.values.data_ptr<uint8_t>();
-    auto* scales = out.scales.data_ptr<float>();
-    auto* zps = out.zero_points.data_ptr<float>();
-    const auto* bf16 = reinterpret_cast<const vec::bf16*>(x.data_ptr());
-    const auto* x32 = x.scalar_type() == at::kFloat ? x.data_ptr<float>() : nullptr;
-    if (use_avx512(build) && x32)
-      quantize_rows_avx512(x32, s, begin, end, k, q, scales, zps);
-    else if (use_avx512(build))
-      quantize_rows_avx512(bf16, s, begin, end, k, q, scales, zps);
-    else if (use_avx2(build) && x32)
-      quantize_rows_avx2(x32, s, begin, end, k, scratch.data(), q, scales, zps);
-    else if (use_avx2(build))
-      quantize_rows_avx2(bf16, s, begin, end, k, scratch.data(), q, scales, zps);
-    else if (x32)
-      quantize_rows(x32, s, begin, end, k, scratch.data(), q, scales, zps);
-    else
-      quantize_rows(bf16, s, begin, end, k, scratch.data(), q, scales, zps);
+    quantize_range(x32, x32 ? nullptr : bf16, k, s, begin, end, build, out);
   });
   return out;
 }
@@ -425,6 +430,17 @@ Rows per_row_with(const at::Tensor& x_in, const at::Tensor& inv_smooth, Build bu
 }  // namespace
 
 Rows per_row(const at::Tensor& x, const at::Tensor& inv_smooth) { return per_row_with(x, inv_smooth, Build::native); }
+
+Rows empty_rows(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  const int64_t k = sizes.empty() ? 1 : sizes.back();
+  const int64_t rows = k ? c10::multiply_integers(sizes) / k : 0;
+  const auto f32 = options.dtype(at::kFloat);
+  return {memory::empty(sizes, options.dtype(at::kByte)), memory::empty({rows}, f32), memory::empty({rows}, f32)};
+}
+
+void per_row_range(const float* x, int64_t k, const float* inv_smooth, int64_t begin, int64_t end, Rows& out) {
+  quantize_range(x, nullptr, k, inv_smooth, begin, end, Build::native, out);
+}
 
 namespace {
 

@@ -30,5 +30,10 @@ struct Rows {
   at::Tensor zero_points;  // float32 (rows), integral values in [0, 255]
 };
 Rows per_row(const at::Tensor& x, const at::Tensor& inv_smooth);
+// For kernels that quantize rows while they are still in cache, right after making them: room
+// for per_row's result of an x of `sizes`, and per_row on rows [begin, end) of a contiguous
+// float32 (rows, k) x into it (the same values per_row gives, bit for bit).
+Rows empty_rows(at::IntArrayRef sizes, const at::TensorOptions& options);
+void per_row_range(const float* x, int64_t k, const float* inv_smooth, int64_t begin, int64_t end, Rows& out);
 
 }  // namespace jitfuse::quantize

@@ -230,7 +230,7 @@ std::vector<torch::jit::Node*> matched_nodes(const Match& match) {
 }
 
 std::string fused_op_name(const std::string& replacement_ir) {
-  const auto at = replacement_ir.rfind("jitfuse::");
+  const auto at = replacement_ir.find("jitfuse::");  // the first: a _rows op hands its rows on
   if (at == std::string::npos) return "";
   const auto end = replacement_ir.find('(', at);
   return replacement_ir.substr(at, end - at);

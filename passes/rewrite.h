@@ -81,7 +81,7 @@ bool is_fused_conv(const torch::jit::Node* n);
 // here, loudly, rather than being rewritten wrong.
 size_t argument_index(c10::Symbol kind, const char* name);
 
-// The op a row's replacement calls ("jitfuse::conv2d_relu"), for the report.
+// The op a row's replacement calls first ("jitfuse::conv2d_relu"), for the report.
 std::string fused_op_name(const std::string& replacement_ir);
 
 // The graph nodes a match covers, in graph order.

@@ -58,7 +58,9 @@ def test_pretrained_minilm_int8_keeps_its_embeddings(minilm, attn):
         for _ in range(3):
             qmodel(*judge)
     kinds = node_kinds(qmodel.graph_for(*judge))
-    assert "aten::linear" not in kinds and kinds.get("jitfuse::qlinear_dynamic_gelu") == 6, kinds
+    # each feed-forward pair: the GELU linear quantizes the rows the second one multiplies
+    assert "aten::linear" not in kinds and kinds.get("jitfuse::qlinear_dynamic_gelu_rows") == 6, kinds
+    assert kinds.get("jitfuse::qlinear_rows") == 6, kinds
     assert kinds.get("jitfuse::attention") == 6, kinds
     cosine = (embed(qmodel, judge) * embed(model, judge)).sum(-1).min().item()
     print(f"all-MiniLM-L6-v2 {attn} int8 min cosine to fp32: {cosine:.5f}")

@@ -340,6 +340,72 @@ def test_per_tensor_quantizer_avx2_build_matches_the_generic_one(dtype, zero_poi
     assert got.tolist() == [lo, hi, zero_point + 1, zero_point]  # 0.52 rounds to 1, 0.5 to even 0
 
 
+class DynamicPair(nn.Module):
+    """A feed-forward pair: dynamic linear (16 -> 24), its activation, dynamic linear (24 -> 16).
+    `also` returns the middle value too (read elsewhere) or reads it with two more linears."""
+
+    def __init__(self, tail, smooth, also=None):
+        super().__init__()
+        (self.w1, s1), (self.w2, s2) = qweight(24, 16, bits=8), qweight(16, 24, bits=8)
+        self.s1, self.s2 = s1.flatten(), s2.flatten()
+        self.b1, self.b2, self.tail, self.also = torch.randn(24), torch.randn(16), tail, also
+        self.smooth = torch.rand(24) + 0.5 if smooth else None
+
+    def forward(self, x, other):
+        h = self.tail(jq.qlinear_dynamic(x, None, self.w1, self.s1, self.b1))
+        y = jq.qlinear_dynamic(h, self.smooth, self.w2, self.s2, self.b2)
+        if self.also == "returned":
+            return y, h
+        if self.also == "merged":  # three linears on h: linear_linear_linear's, not this row's
+            return y, jq.qlinear_dynamic(h, self.smooth, self.w2, self.s2, None), jq.qlinear_dynamic(h, self.smooth, self.w2, self.s2, self.b2 * 2)
+        return y
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("smooth", [False, True], ids=["plain", "smoothed"])
+@pytest.mark.parametrize("tail,op", [
+    (lambda y: y, "qlinear_dynamic_rows"),
+    (F.relu, "qlinear_dynamic_relu_rows"),
+    (F.gelu, "qlinear_dynamic_gelu_rows"),
+    (lambda y: F.gelu(y, approximate="tanh"), "qlinear_dynamic_gelu_rows"),
+], ids=["none", "relu", "gelu", "gelu_tanh"])
+def test_dynamic_linear_pair_quantizes_the_rows_for_the_second(tail, op, smooth, dtype):
+    """The first linear hands the second its quantized rows (the second's smoothing factors
+    applied): the same values, bit for bit, as the two fused linears without this row (bf16:
+    rounded to bf16 first). Against the unfused graph, ATen's GELU differs from the fused one by
+    up to 1.5e-7, which can move a value across a rounding boundary of the second quantization:
+    within 1e-2 relative to the largest output (one uint8 step of a row)."""
+    torch.manual_seed(0)
+    model = DynamicPair(tail, smooth)
+    inputs = tuple(t.to(dtype) for t in (torch.randn(2, 5, 16) * 3, torch.randn(2, 5, 16)))
+    _, unfused, _ = frozen(model, inputs, enabled=False)
+    jitfuse.set_pattern_enabled(op, False)
+    try:
+        _, pair, pair_kinds = frozen(model, inputs, enabled=True)
+    finally:
+        jitfuse.set_pattern_enabled(op, True)
+    _, got, kinds = frozen(model, inputs, enabled=True)
+    assert "jitfuse::qlinear_rows" not in pair_kinds, pair_kinds
+    assert kinds.get(f"jitfuse::{op}") == 1 and kinds.get("jitfuse::qlinear_rows") == 1, kinds
+    assert not any(k.startswith("jitfuse::qlinear_dynamic") and k != f"jitfuse::{op}" for k in kinds), kinds
+    assert not {"aten::relu", "aten::gelu"} & set(kinds), kinds
+    assert got.dtype == dtype and torch.equal(got, pair)
+    assert max_rel_err(got, unfused) <= 1e-2
+
+
+@pytest.mark.parametrize("also", ["returned", "merged"])
+def test_dynamic_linear_pair_whose_middle_is_read_elsewhere_is_left_alone(also):
+    torch.manual_seed(0)
+    model, inputs = DynamicPair(F.gelu, True, also), LINEAR_IN()
+    _, ref, _ = frozen(model, inputs, enabled=False)
+    _, got, kinds = frozen(model, inputs, enabled=True)
+    assert "jitfuse::qlinear_rows" not in kinds and "jitfuse::qlinear_dynamic_gelu" in kinds, kinds
+    if also == "merged":
+        assert kinds.get("jitfuse::qlinear_dynamic") == 1 and "aten::split_with_sizes" in kinds, kinds
+    for g, r in zip(got, ref):
+        assert max_rel_err(g, r) <= 1e-5
+
+
 def test_three_dynamic_linears_on_one_input_merge():
     class QKV(nn.Module):
         def __init__(self):

@@ -307,6 +307,7 @@ DYNAMIC_TAILS = {"qlinear_dynamic": lambda y: y, "qlinear_dynamic_relu": F.relu,
 
 def qlinear_dynamic_case(name, case):
     """Float in, float out: compared with the same row quantization done by hand."""
+    base = name[:-len("_rows")] if name.endswith("_rows") else name
     x, (w, s), b = torch.randn(3, 4, 16), qw(12, 16), torch.randn(12)
     x = x[..., :-1] if case == "mismatched channels" else transform(x, case)
     if x is None or case in ("channels_last", "aliased output", "overlapping output"):
@@ -315,13 +316,47 @@ def qlinear_dynamic_case(name, case):
     def reference():
         F.linear(x, float_weight(w, s), b)  # ATen's error for shapes that do not multiply
         if x.numel() == 0:
-            return DYNAMIC_TAILS[name](F.linear(x, float_weight(w, s), b))
+            return DYNAMIC_TAILS[base](F.linear(x, float_weight(w, s), b))
         lo, hi = x.amin(-1, keepdim=True).clamp(max=0), x.amax(-1, keepdim=True).clamp(min=0)
         scale = ((hi - lo) / 255).where(hi > lo, torch.ones_like(hi))
         zp = (-lo / scale).round().clamp(0, 255)
         xq = ((x / scale).round() + zp).clamp(0, 255)
-        return DYNAMIC_TAILS[name](F.linear((xq - zp) * scale, float_weight(w, s), b))
-    return lambda: getattr(ops, name)(x, None, w, s, b), reference
+        return DYNAMIC_TAILS[base](F.linear((xq - zp) * scale, float_weight(w, s), b))
+    if not name.endswith("_rows"):
+        return lambda: getattr(ops, name)(x, None, w, s, b), reference
+    # The _rows forms with qlinear_rows after them: the pair of dynamic linears they stand for.
+    extra = ("none",) if "gelu" in name else ()
+    (w2, s2), dtype = qw(5, 12), x.dtype if x.is_floating_point() else torch.float32
+
+    def pair():
+        reference()  # ATen's errors
+        return ops.qlinear_dynamic(getattr(ops, base)(x, None, w, s, b, *extra), None, w2, s2, None)
+    return lambda: ops.qlinear_rows(*getattr(ops, name)(x, None, w, s, b, *extra, None), w2, s2, None, dtype), pair
+
+
+def qlinear_rows_case(name, case):
+    """Rows quantized by _quantize_rows, multiplied: compared with their dequantized product."""
+    x, (w, s), b = torch.randn(3, 4, 16), qw(12, 16), torch.randn(12)
+    if case in ("channels_last", "aliased output", "overlapping output", "requires grad"):
+        return None
+    if case == "mismatched channels":
+        x = x[..., :-1]
+    elif case in ("empty batch", "zero-size spatial"):
+        x = transform(x, case)
+    values, scales, zero_points = jq._quantize_rows(x, None, "generic")
+    if case == "wrong dtype":
+        values = values.to(torch.int32)
+    elif case == "wrong rank":
+        values = values[0]  # fewer rows than scales
+    elif case == "non-contiguous":
+        values = noncontiguous(values)
+
+    def reference():
+        if values.dtype != torch.uint8:
+            raise RuntimeError("not uint8 rows")
+        lead = list(values.shape[:-1]) + [1]
+        return F.linear((values.float() - zero_points.view(lead)) * scales.view(lead), float_weight(w, s), b)
+    return lambda: ops.qlinear_rows(values, scales, zero_points, w, s, b, torch.float32), reference
 
 
 def qbmm_case(name, case):
@@ -371,6 +406,8 @@ def family(name):
         return qconv_case
     if name.startswith("qlinear_dynamic"):
         return qlinear_dynamic_case
+    if name == "qlinear_rows":
+        return qlinear_rows_case
     if name.startswith("qlinear"):
         return qlinear_case
     if name.startswith("qbmm"):
@@ -481,8 +518,12 @@ TABLE = {
     "qlinear_dynamic":                [E, R, E, R, E, R, N, N, N, R],
     "qlinear_dynamic_gelu":           [E, R, E, R, E, R, N, N, N, R],
     "qlinear_dynamic_relu":           [E, R, E, R, E, R, N, N, N, R],
+    "qlinear_dynamic_gelu_rows":      [E, R, E, R, E, R, N, N, N, R],
+    "qlinear_dynamic_relu_rows":      [E, R, E, R, E, R, N, N, N, R],
+    "qlinear_dynamic_rows":           [E, R, E, R, E, R, N, N, N, R],
     "qlinear_gelu":                   [E, R, E, R, E, R, N, N, N, N],
     "qlinear_relu":                   [E, R, E, R, E, R, N, N, N, N],
+    "qlinear_rows":                   [E, E, E, R, E, R, N, N, N, N],
     "qlinear_sigmoid":                [E, R, E, R, E, R, N, N, N, N],
     "qlinear_sum":                    [E, R, E, R, E, R, N, N, R, N],
     "qmax_pool2d":                    [E, E, R, R, E, R, R, N, N, N],

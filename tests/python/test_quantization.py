@@ -89,7 +89,7 @@ def test_flow_runs_int8_and_stays_close(net, observer):
     assert isinstance(qmodel, torch.jit.ScriptModule)
     out, kinds = run(qmodel, x)
     assert not HEAVY & set(kinds), kinds
-    for op in ("qconv2d_relu", "qconv2d_sum_relu", "qmax_pool2d", "qlinear_dynamic_gelu", "qlinear_dynamic"):
+    for op in ("qconv2d_relu", "qconv2d_sum_relu", "qmax_pool2d", "qlinear_dynamic_gelu_rows", "qlinear_rows"):
         assert f"jitfuse::{op}" in kinds, (op, kinds)
     assert kinds.get("aten::bmm") == 1, "products stay float by default (jitfuse's int8 product computes in float)"
     with torch.no_grad():
