@@ -57,7 +57,8 @@ def _captured_calls(module, inputs):
                 spec.append(("const", value.toIValue()))
             else:
                 spec.append(("out", graph.registerOutput(value)))
-        slots.append((spec, graph.registerOutput(node.output())))
+        # the first output: the product (a _rows op's quantized rows have its shape)
+        slots.append((spec, graph.registerOutput(next(node.outputs()))))
     # The graph returned one value; it now returns that and everything captured, as a tuple.
     graph.makeMultiOutputIntoTuple()
     fn = torch._C._create_function_from_graph("jitfuse_peak_capture", graph)
