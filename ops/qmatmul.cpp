@@ -42,6 +42,11 @@ void check_weight_shape(const char* op, int64_t in_features, const at::Tensor& q
                 bias.scalar_type(), " ", bias.sizes());
 }
 
+// An optional bias as the kernels read it: contiguous, or undefined when there is none.
+at::Tensor contiguous_bias(const std::optional<at::Tensor>& bias) {
+  return bias && bias->defined() ? bias->contiguous() : at::Tensor();
+}
+
 // The float32 activation the unfused graph applies after the product (undef: none), in place.
 at::Tensor apply(algorithm eltwise, at::Tensor y) {
   if (eltwise == algorithm::eltwise_relu) return y.relu_();
@@ -211,8 +216,9 @@ at::Tensor rows_product(const quantize::Rows& rows, const at::Tensor& qw, const 
   const at::Tensor src = rows.values.view({-1, k});
   const int64_t m = src.size(0);
   const at::Tensor scales = weight_scales.reshape({-1}).to(at::kFloat).expand({n}).contiguous();
+  const int64_t grain = std::max<int64_t>(1, 16384 / n);  // rows per thread task: 64 KiB of float32
   const auto all_rows = [&](const at::Tensor& y) {
-    if (then) at::parallel_for(0, m, std::max<int64_t>(1, 16384 / n), [&](int64_t b, int64_t e) { then(y.data_ptr<float>(), b, e); });
+    if (then) at::parallel_for(0, m, grain, [&](int64_t b, int64_t e) { then(y.data_ptr<float>(), b, e); });
     return y;
   };
   if (!onednn::int8_weight_exact(qw) || m == 0) {  // weights oneDNN would saturate here: float32
@@ -251,7 +257,7 @@ at::Tensor rows_product(const quantize::Rows& rows, const at::Tensor& qw, const 
   const bool in_epilogue = eltwise != algorithm::eltwise_gelu_tanh;
   // With `then`, blocks of rows that fit in L1 (32 KiB of float32): finished, then passed on.
   const int64_t block = then && in_epilogue ? std::max<int64_t>(1, 8192 / n) : m;
-  at::parallel_for(0, m, std::max<int64_t>(1, 16384 / n), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, m, grain, [&](int64_t begin, int64_t end) {
     for (int64_t first = begin; first < end; first += block) {
       const int64_t last = std::min(end, first + block);
       finish(dst.data_ptr<float>(), first, last, n, rows.scales.data_ptr<float>(), rows.zero_points.data_ptr<float>(),
@@ -270,7 +276,7 @@ at::Tensor rows_product(const quantize::Rows& rows, const at::Tensor& qw, const 
 at::Tensor qlinear_dynamic_forward(const at::Tensor& x, const std::optional<at::Tensor>& smooth,
                                    const at::Tensor& qw, const at::Tensor& weight_scales,
                                    const std::optional<at::Tensor>& bias_opt, algorithm eltwise) {
-  const at::Tensor bias = bias_opt && bias_opt->defined() ? bias_opt->contiguous() : at::Tensor();
+  const at::Tensor bias = contiguous_bias(bias_opt);
   check_dynamic_input("qlinear_dynamic", x, qw, weight_scales, bias);
   auto out_sizes = x.sizes().vec();
   out_sizes.back() = qw.size(0);
@@ -284,7 +290,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> qlinear_dynamic_rows_forward(
     const at::Tensor& x, const std::optional<at::Tensor>& smooth, const at::Tensor& qw, const at::Tensor& weight_scales,
     const std::optional<at::Tensor>& bias_opt, algorithm eltwise, const std::optional<at::Tensor>& next_smooth,
     const char* op) {
-  const at::Tensor bias = bias_opt && bias_opt->defined() ? bias_opt->contiguous() : at::Tensor();
+  const at::Tensor bias = contiguous_bias(bias_opt);
   check_dynamic_input(op, x, qw, weight_scales, bias);
   const int64_t n = qw.size(0);
   TORCH_CHECK(!next_smooth || !next_smooth->defined() || next_smooth->numel() == n, "jitfuse ", op,
@@ -312,7 +318,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> qlinear_dynamic_rows_forward(
 at::Tensor qlinear_rows(const at::Tensor& values, const at::Tensor& row_scales, const at::Tensor& row_zero_points,
                         const at::Tensor& qw, const at::Tensor& weight_scales, const std::optional<at::Tensor>& bias_opt,
                         at::ScalarType dtype) {
-  const at::Tensor bias = bias_opt && bias_opt->defined() ? bias_opt->contiguous() : at::Tensor();
+  const at::Tensor bias = contiguous_bias(bias_opt);
   TORCH_CHECK(values.device().is_cpu() && values.layout() == at::kStrided && values.scalar_type() == at::kByte &&
                   values.dim() >= 1,
               "jitfuse qlinear_rows: expected uint8 CPU rows of at least 1 dimension, got ", values.scalar_type(),
