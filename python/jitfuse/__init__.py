@@ -34,6 +34,10 @@ def _load():
 _load()
 _ops = torch.ops.jitfuse
 
+from . import fake as _fake  # noqa: E402  (after the ops exist)
+
+_fake.register()
+
 
 def set_enabled(enabled: bool) -> None:
     """Turn jitfuse's passes on or off for graphs the executor optimizes from now on."""
