@@ -1,7 +1,8 @@
 """Models the deployment tests share: a small conv net, saved frozen (plain.pt) and fused offline
 by jitfuse.optimize (fused.pt), with an input and the eager output (io.pt) for the C++ app; and
 the same net converted to int8 by jitfuse.quantization (int8_plain.pt, int8_fused.pt) with the
-Python module's fused output (int8_io.pt).
+Python module's fused output (int8_io.pt); and, without TorchScript, its AOTInductor package
+(model.pt2, aoti_io.pt).
 
     python tests/python/deploy_models.py OUT_DIR
 """
@@ -58,6 +59,7 @@ def save_all(out_dir):
         torch.jit.save(jitfuse.optimize(frozen), os.path.join(out_dir, "fused.pt"))
     torch.jit.save(torch.jit.script(Tensors(input=x, expected=expected)), os.path.join(out_dir, "io.pt"))
     save_int8(model, x, out_dir)
+    save_aoti(model, x, out_dir)
     return model, x, expected
 
 
@@ -81,6 +83,15 @@ def save_int8(model, x, out_dir):
     torch.jit.save(qmodel, os.path.join(out_dir, "int8_plain.pt"))
     torch.jit.save(fused, os.path.join(out_dir, "int8_fused.pt"))
     torch.jit.save(torch.jit.script(Tensors(input=x, expected=expected)), os.path.join(out_dir, "int8_io.pt"))
+
+
+def save_aoti(model, x, out_dir):
+    """Without TorchScript: jitfuse.export.package's AOTInductor package (model.pt2, about 20 s to
+    compile) and, for C++'s torch::pickle_load, the input and eager output (aoti_io.pt)."""
+    import jitfuse.export
+    jitfuse.export.package(model, (x,), os.path.join(out_dir, "model.pt2"))
+    with torch.no_grad():
+        torch.save({"input": x, "expected": model(x)}, os.path.join(out_dir, "aoti_io.pt"))
 
 
 if __name__ == "__main__":
