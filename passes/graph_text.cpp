@@ -51,6 +51,15 @@ std::vector<at::Tensor> lift_constants(torch::jit::Graph& graph) {
 
 std::tuple<std::string, std::vector<at::Tensor>> optimize_ir(const std::string& ir,
                                                              const std::vector<at::Tensor>& constants) {
+  auto graph = graph_from_ir(ir, constants);
+  optimize_graph(graph);
+  auto lifted = lift_constants(*graph);
+  return {graph->toString(/*print_source_locations=*/false), lifted};
+}
+
+}  // namespace
+
+GraphPtr graph_from_ir(const std::string& ir, const std::vector<at::Tensor>& constants) {
   auto graph = std::make_shared<torch::jit::Graph>();
   torch::jit::parseIR(ir, graph.get());
   inline_constants(*graph, constants);
@@ -59,12 +68,8 @@ std::tuple<std::string, std::vector<at::Tensor>> optimize_ir(const std::string& 
   // the graphs it leaves.
   torch::jit::ConstantPropagation(graph);
   torch::jit::OptimizeFrozenGraph(graph, /*optimize_numerics=*/true);
-  optimize_graph(graph);
-  auto lifted = lift_constants(*graph);
-  return {graph->toString(/*print_source_locations=*/false), lifted};
+  return graph;
 }
-
-}  // namespace
 
 TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
   m.def("_optimize_ir(str ir, Tensor[] constants) -> (str, Tensor[])", optimize_ir);

@@ -21,6 +21,11 @@ void optimize_graph(GraphPtr& graph);
 // the 2nd call; on a fused graph they change nothing.)
 torch::jit::Module optimize(const torch::jit::Module& frozen);
 
+// A graph handed over as IR text by a front-end without TorchScript modules (jitfuse.fx): its
+// last inputs stand for `constants`, which become prim::Constant as freezing leaves weights, and
+// freezing's folds (batch norms into convs, ...) have run. passes/graph_text.cpp.
+GraphPtr graph_from_ir(const std::string& ir, const std::vector<at::Tensor>& constants);
+
 // The passes, in the order optimize_graph runs them.
 void fuse_int8(GraphPtr& graph);          // dequantize -> op -> [quantize] -> jitfuse::q*
 void fuse_linear_x3(GraphPtr& graph);     // Linears sharing an input -> one linear + split

@@ -1,5 +1,6 @@
 // The fusion report (passes.h): the passes run on a copy with a Recorder listening, and the
-// result as entries and as a table. Exposed to Python as jitfuse::_report.
+// result as entries and as a table. Exposed to Python as jitfuse::_report (TorchScript modules) and
+// jitfuse::_report_ir (graphs from jitfuse.fx).
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/jit/api/function_impl.h>
 #include <torch/csrc/jit/passes/inliner.h>
@@ -150,6 +151,12 @@ TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
           TORCH_CHECK(module.isObject() && module.toObjectRef().type()->is_module(),
                       "jitfuse.report: expected a torch.jit.ScriptModule");
           const auto entries = report(torch::jit::Module(module.toObject()), inputs.vec());
+          return std::make_tuple(format_report(entries), as_dicts(entries));
+        });
+  // The same for a graph from jitfuse.fx (torch.export and torch.compile models).
+  m.def("_report_ir(str ir, Tensor[] constants) -> (str, Dict(str, str)[])",
+        [](const std::string& ir, const std::vector<at::Tensor>& constants) {
+          const auto entries = report(graph_from_ir(ir, constants));
           return std::make_tuple(format_report(entries), as_dicts(entries));
         });
 }

@@ -35,11 +35,17 @@ def report(module, *inputs) -> FusionReport:
     yet frozen), called twice with `inputs` as TorchScript's executor would at the first calls,
     and says for every node a pattern could start from which pattern took it, or for each
     pattern whose shape fit, the first rule that refused it. `module` is not changed.
-    print() the result for the table; iterate it for the entries."""
-    if not isinstance(module, torch.jit.ScriptModule):
-        raise TypeError(f"jitfuse.report: expected a torch.jit.ScriptModule (trace or script the model first), "
-                        f"got {type(module).__name__}")
-    table, entries = torch.ops.jitfuse._report(module._c, list(inputs))
+    Without TorchScript, `module` may be a torch.export program, a torch.compile'd module or an
+    eager one: the report is then that of the FX front-end (jitfuse.fx), on the model's ATen graph
+    with its weights as constants. print() the result for the table; iterate it for the entries."""
+    if isinstance(module, torch.jit.ScriptModule):
+        table, entries = torch.ops.jitfuse._report(module._c, list(inputs))
+    elif isinstance(module, (torch.nn.Module, torch.export.ExportedProgram)):
+        from jitfuse import fx
+        table, entries = fx.report(module, inputs)
+    else:
+        raise TypeError(f"jitfuse.report: expected a TorchScript module, a torch.export program or an "
+                        f"nn.Module, got {type(module).__name__}")
     rows = []
     for e in entries:
         row = {k: e[k] for k in FIELDS}

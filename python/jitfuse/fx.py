@@ -59,8 +59,9 @@ class _IRWriter:
         self.unpacked = {}  # list-valued node -> the names of its elements
 
     def fresh(self):
+        """A name for a constant or list; values of FX nodes keep their FX names (the report shows them)."""
         self.count += 1
-        return f"%v{self.count}"
+        return f"%_{self.count}"
 
     def constant(self, value):
         name = self.fresh()
@@ -149,12 +150,12 @@ def _full_arguments(node):
 def to_ir(gm):
     """(IR text, the constant tensors its last inputs stand for) of an FX graph of ATen ops."""
     writer = _IRWriter()
-    constants, placeholders, outputs = [], [], []
+    constants, constant_nodes, placeholders, outputs = [], [], [], []
     for node in gm.graph.nodes:
         val = node.meta.get("val")
         if node.op == "placeholder":
             placeholders.append(node)
-            writer.names[node] = f"%in{len(placeholders)}"
+            writer.names[node] = f"%{node.name}"
         elif node.op == "get_attr":
             tensor = gm
             for part in node.target.split("."):
@@ -162,7 +163,8 @@ def to_ir(gm):
             if not isinstance(tensor, torch.Tensor):
                 raise _Unsupported(f"the attribute {node.target}")
             constants.append(tensor.detach())
-            writer.names[node] = f"%c{len(constants)}"
+            writer.names[node] = f"%{node.name}"
+            constant_nodes.append(node)
         elif node.op == "call_module" and node.target == "_guards_fn":
             continue  # torch.export's input guards: the new module gets its own
         elif node.op == "call_function" and node.target is operator.getitem:
@@ -178,15 +180,15 @@ def to_ir(gm):
             args = [writer.argument(a) for a in _full_arguments(node)]
             qualified = node.target._schema.name
             if isinstance(val, (list, tuple)):  # a list of tensors, unpacked as traced graphs do
-                whole = writer.fresh()
+                whole = f"%{node.name}"
                 writer.lines.append(f"{whole} : Tensor[] = {qualified}({', '.join(args)})")
-                parts = [writer.fresh() for _ in val]
+                parts = [f"%{node.name}_{i}" for i in range(len(val))]
                 types = ", ".join(f"{p} : {_tensor_type(v)}" for p, v in zip(parts, val))
                 writer.lines.append(f"{types} = prim::ListUnpack({whole})")
                 writer.names[node] = whole
                 writer.unpacked[node] = parts
             else:
-                name = writer.fresh()
+                name = f"%{node.name}"
                 out_type = _value_type(val) or "Tensor"
                 writer.lines.append(f"{name} : {out_type} = {qualified}({', '.join(args)})")
                 writer.names[node] = name
@@ -198,7 +200,7 @@ def to_ir(gm):
         else:
             raise _Unsupported(f"the node {node.format_node()}")
     inputs = [f"{writer.names[p]} : {_value_type(p.meta.get('val')) or 'Tensor'}" for p in placeholders]
-    inputs += [f"%c{i + 1} : {_tensor_type(t)}" for i, t in enumerate(constants)]
+    inputs += [f"{writer.names[n]} : {_tensor_type(t)}" for n, t in zip(constant_nodes, constants)]
     text = "graph(" + ",\n      ".join(inputs) + "):\n  " + "\n  ".join(writer.lines)
     text += f"\n  return ({', '.join(outputs)})\n"
     return text, constants
@@ -305,6 +307,22 @@ def from_ir(text, constants, original, owner):
     original_output = next(n for n in original.nodes if n.op == "output").args[0]
     fx.output(results[0] if isinstance(original_output, torch.fx.Node) else type(original_output)(results))
     return fx
+
+
+def graph_module_of(model, example_inputs):
+    """The ATen FX graph this front-end reads, for an exported program, a torch.compile'd module
+    (its original module, exported: the ATen ops the backend sees) or a plain module."""
+    if isinstance(model, torch.export.ExportedProgram):
+        return model.module()
+    model = getattr(model, "_orig_mod", model)  # torch.compile's OptimizedModule
+    with torch.no_grad():
+        return torch.export.export(model, tuple(example_inputs), strict=False).module()
+
+
+def report(model, example_inputs):
+    """(table, entries) of the fusion report for `model` through this front-end."""
+    text, constants = to_ir(graph_module_of(model, example_inputs))
+    return _ops._report_ir(text, constants)
 
 
 def fuse(gm):

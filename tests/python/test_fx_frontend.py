@@ -171,3 +171,20 @@ def test_optimize_ir_names_a_bad_call():
         torch.ops.jitfuse._optimize_ir(ir, [torch.zeros(1), torch.zeros(1)])
     with pytest.raises(RuntimeError):
         torch.ops.jitfuse._optimize_ir("graph(%x : Tensor):\n  return (%undefined)\n", [])
+
+
+def test_report_on_exported_compiled_and_eager_models():
+    model, inputs = make_model(), (torch.randn(1, 3, 16, 16),)
+    with torch.no_grad():
+        frozen = torch.jit.freeze(torch.jit.trace(model, inputs))
+    expected = sorted(e["pattern"] for e in jitfuse.report(frozen, *inputs).fused())
+    assert expected
+    with torch.no_grad():
+        program = torch.export.export(model, inputs, strict=False)
+    for subject in (program, torch.compile(model, backend="jitfuse"), model):
+        r = jitfuse.report(subject, *inputs)
+        assert sorted(e["pattern"] for e in r.fused()) == expected, type(subject).__name__
+        # nodes are named as in the exported graph
+        assert any("conv2d" in e["node"] for e in r.fused()), [e["node"] for e in r.fused()]
+        assert "conv2d_sum_relu" in str(r)
+    torch._dynamo.reset()
