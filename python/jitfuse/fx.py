@@ -182,7 +182,7 @@ def to_ir(gm):
             if isinstance(val, (list, tuple)):  # a list of tensors, unpacked as traced graphs do
                 whole = f"%{node.name}"
                 writer.lines.append(f"{whole} : Tensor[] = {qualified}({', '.join(args)})")
-                parts = [f"%{node.name}_{i}" for i in range(len(val))]
+                parts = [f"%{node.name}.{i}" for i in range(len(val))]  # FX names have no dots
                 types = ", ".join(f"{p} : {_tensor_type(v)}" for p, v in zip(parts, val))
                 writer.lines.append(f"{types} = prim::ListUnpack({whole})")
                 writer.names[node] = whole
