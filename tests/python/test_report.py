@@ -509,9 +509,18 @@ def test_a_pattern_turned_off_is_named_as_the_reason():
                e["reason"] == "the pattern is turned off (JITFUSE_DISABLE or set_pattern_enabled)" for e in r.rejected())
 
 
-def test_report_wants_a_script_module():
-    with pytest.raises(TypeError, match="trace or script the model first"):
-        jitfuse.report(Residual(), X4())
+def test_report_wants_a_module():
+    with pytest.raises(TypeError, match="expected a TorchScript module, a torch.export program or an nn.Module"):
+        jitfuse.report(lambda x: x, X4())
+
+
+def test_report_on_an_eager_module_is_the_fx_front_ends():
+    """Without TorchScript: the same fusions as the traced module's report (test_fx_frontend has more)."""
+    model = Residual().eval()
+    with torch.no_grad():
+        traced = torch.jit.freeze(torch.jit.trace(model, X4()))
+    assert sorted(e["pattern"] for e in jitfuse.report(model, X4()).fused()) == \
+        sorted(e["pattern"] for e in jitfuse.report(traced, X4()).fused())
 
 
 def run_cli(*args):
