@@ -10,6 +10,11 @@
 #include <torch/csrc/jit/passes/frozen_graph_optimizations.h>
 #include <torch/library.h>
 
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
 #include "passes/passes.h"
 
 namespace jitfuse {
@@ -18,7 +23,7 @@ namespace {
 // Trailing inputs -> prim::Constant, as freezing leaves weights.
 void inline_constants(torch::jit::Graph& graph, const std::vector<at::Tensor>& constants) {
   const size_t n = constants.size();
-  TORCH_CHECK(graph.inputs().size() >= n, "jitfuse._optimize_ir: ", n, " constants for a graph of ",
+  TORCH_CHECK(graph.inputs().size() >= n, "jitfuse (a graph as IR text): ", n, " constants for a graph of ",
               graph.inputs().size(), " inputs");
   torch::jit::WithInsertPoint guard(graph.block()->nodes().front());
   const size_t first = graph.inputs().size() - n;

@@ -8,7 +8,8 @@ from jitfuse import fx
 
 
 def fuse_program(model, example_inputs):
-    """torch.export's program of `model` (in eval mode, weights frozen) with jitfuse's fusions."""
+    """torch.export's program of `model` with jitfuse's fusions, its weights frozen as constants.
+    `model` is put in eval mode (an inference program: dropout off, batch norms folded)."""
     model = model.eval()
     with torch.no_grad():
         program = torch.export.export(model, tuple(example_inputs), strict=False)
