@@ -271,6 +271,7 @@ def from_ir(text, constants, original, owner):
         attr = f"_jitfuse_constant_{i}"
         owner.register_buffer(attr, tensor)
         values[value.debugName()] = fx.get_attr(attr)
+    twins = _out_of_place_twins()
     for node in graph.nodes():
         kind = node.kind()
         outs = list(node.outputs())
@@ -286,7 +287,7 @@ def from_ir(text, constants, original, owner):
             values[outs[0].debugName()] = _FUNCTIONAL_SPELLINGS[kind](fx, node, ins)
         elif kind.startswith(("aten::", "jitfuse::")):
             op = _overload(node)
-            twin = _out_of_place_twins().get(kind)
+            twin = twins.get(kind)
             if twin:  # same arguments, a fresh result
                 op = getattr(torch.ops.jitfuse, twin.split("::")[1]).default
             args, kwargs = [], {}
