@@ -35,8 +35,10 @@ std::vector<Filter> int8_weight(int64_t rank) {
          if (qw.scalar_type() != at::kChar || qw.dim() != rank || !qw.device().is_cpu() || !qw.is_contiguous() ||
              scales.scalar_type() != at::kFloat || scales.dim() > rank)
            return false;
-         // one scale, or one per output channel laid along dim 0 ([N] or [N, 1, ...], as convert writes)
-         return scales.numel() == 1 || (scales.numel() == qw.size(0) && scales.size(0) == qw.size(0));
+         // one scale, or one per output channel laid along dim 0 ([N, 1, ...], as convert writes):
+         // [N] would multiply the weight's last dim, not its output channels
+         return scales.numel() == 1 ||
+                (scales.dim() == rank && scales.numel() == qw.size(0) && scales.size(0) == qw.size(0));
        },
        "the weight is {qweight:type} with scales {weight_scales:type}: jitfuse's int8 ops take a "
        "contiguous int8 CPU weight of " + dims + " dims and float32 scales, one or one per output channel"},

@@ -152,6 +152,25 @@ def test_a_chain_whose_float_value_is_read_elsewhere_keeps_that_value():
     assert (got_q - ref_q).abs().max().item() <= OUT_SCALE * 1.001
 
 
+def test_scales_that_multiply_the_weights_columns_are_left_alone():
+    """A square linear weight times [N] scales scales its columns (broadcasting), not its output
+    channels as the int8 ops would: the linear stays float and right."""
+    class Columns(nn.Module):
+        def __init__(self):
+            super().__init__()
+            values, scales = qweight(16, 16)
+            self.w, self.s = values, scales.view(16).clone()
+
+        def forward(self, x):
+            return F.linear(q(x), dequant_weight(self.w, self.s))
+
+    x = torch.randn(4, 16)
+    _, ref, _ = frozen(Columns(), (x,), enabled=False)
+    _, got, kinds = frozen(Columns(), (x,), enabled=True)
+    assert not any(k.startswith("jitfuse::qlinear") for k in kinds), kinds
+    assert max_rel_err(got, ref) <= 1e-5
+
+
 def u8(x, scale=0.05, zero_point=128):
     return jq.quantize_per_tensor(x, scale, zero_point, torch.uint8)
 
