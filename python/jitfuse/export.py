@@ -8,9 +8,16 @@ from jitfuse import fx
 
 
 def fuse_program(model, example_inputs):
-    """torch.export's program of `model` with jitfuse's fusions, its weights frozen as constants.
-    `model` is put in eval mode (an inference program: dropout off, batch norms folded)."""
-    model = model.eval()
+    """torch.export's program of `model` (a module or an exported program) with jitfuse's fusions,
+    its weights frozen as constants. A module is put in eval mode (an inference program: dropout
+    off, batch norms folded), except where it refuses: PT2E's modules (convert_pt2e) take torchao's
+    move_exported_model_to_eval."""
+    if isinstance(model, torch.export.ExportedProgram):
+        model = model.module()
+    try:
+        model = model.eval()
+    except NotImplementedError:
+        pass
     with torch.no_grad():
         program = torch.export.export(model, tuple(example_inputs), strict=False)
         fused = fx.fuse(program.module())
@@ -18,6 +25,7 @@ def fuse_program(model, example_inputs):
 
 
 def package(model, example_inputs, path):
-    """Compile the fused program with AOTInductor into the package file `path` (a .pt2); returns `path`."""
+    """Compile the fused program of `model` (a module, a PT2E model, an exported program such as
+    jitfuse.quantization.export's) with AOTInductor into the package file `path` (a .pt2); returns `path`."""
     program = fuse_program(model, example_inputs)
     return torch._inductor.aoti_compile_and_package(program, package_path=str(path))

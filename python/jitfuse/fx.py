@@ -57,6 +57,16 @@ class _IRWriter:
     def __init__(self):
         self.lines, self.names, self.count = [], {}, 0
         self.unpacked = {}  # list-valued node -> the names of its elements
+        self.constant_inputs = []  # (IR name, tensor): the graph's trailing inputs, as freezing's constants
+        self.tensors = {}  # IR name -> the constant tensor it stands for
+
+    def add_constant(self, name, tensor):
+        self.constant_inputs.append((name, tensor))
+        self.tensors[name] = tensor
+
+    def constant_tensor(self, arg):
+        """The tensor a node argument stands for when it is a constant (a weight), else None."""
+        return self.tensors.get(self.names.get(arg)) if isinstance(arg, torch.fx.Node) else None
 
     def fresh(self):
         """A name for a constant or list; values of FX nodes keep their FX names (the report shows them)."""
@@ -147,12 +157,89 @@ def _full_arguments(node):
     return out
 
 
+# ---- PT2E's int8 spelling ---------------------------------------------------------------------
+# A model quantized with PT2E (X86InductorQuantizer; torchao.quantization.pt2e) spells its int8
+# chains with quantized_decomposed ops. The int8 table (passes/int8_fusion.cpp) matches the spelling
+# jitfuse.quantization.convert writes. Where the two mean the same, these writers put PT2E's ops in
+# that spelling, so one table fuses both; each returns False to have the node written as it is.
+
+_FULL_RANGE = {torch.uint8: (0, 255), torch.int8: (-128, 127)}
+
+
+def _dtype_of(arg):
+    val = arg.meta.get("val") if isinstance(arg, torch.fx.Node) else None
+    return val.dtype if isinstance(val, torch.Tensor) else None
+
+
+def _is_affine(scale, zero_point):
+    return isinstance(scale, float) and scale > 0 and isinstance(zero_point, int) and not isinstance(zero_point, bool)
+
+
+def _write_quantize_per_tensor(writer, node, args):
+    x, scale, zero_point, quant_min, quant_max, dtype = args
+    # jitfuse's quantize clamps to the dtype's whole range and reads float32 (PT2E converts to it first)
+    if _FULL_RANGE.get(dtype) != (quant_min, quant_max) or not _is_affine(scale, zero_point) or \
+            _dtype_of(x) != torch.float32:
+        return False
+    line = f"jitfuse::quantize_per_tensor({writer.argument(x)}, {writer.argument(scale)}, " \
+           f"{writer.argument(zero_point)}, {writer.argument(dtype)})"
+    writer.lines.append(f"%{node.name} : {_value_type(node.meta['val'])} = {line}")
+    writer.names[node] = f"%{node.name}"
+    return True
+
+
+def _write_dequantize_per_tensor(writer, node, args):
+    q, scale, zero_point, _quant_min, _quant_max, dtype, out_dtype = args  # no clamp: the range is unused
+    if dtype not in _FULL_RANGE or _dtype_of(q) != dtype or out_dtype not in (None, torch.float32) or \
+            not _is_affine(scale, zero_point):
+        return False
+    line = f"jitfuse::dequantize_per_tensor({writer.argument(q)}, {writer.argument(scale)}, {writer.argument(zero_point)})"
+    writer.lines.append(f"%{node.name} : {_value_type(node.meta['val'])} = {line}")
+    writer.names[node] = f"%{node.name}"
+    return True
+
+
+def _write_dequantize_per_channel(writer, node, args):
+    """A constant int8 weight with symmetric scales along dim 0: aten::dequantize(weight) * scales,
+    the scales shaped [N, 1, ...]."""
+    weight, scales, zero_points, axis, _quant_min, _quant_max, dtype, out_dtype = args
+    w, s = writer.constant_tensor(weight), writer.constant_tensor(scales)
+    z = writer.constant_tensor(zero_points)
+    if w is None or s is None or w.dtype != torch.int8 or dtype != torch.int8 or axis != 0 or w.dim() < 1 or \
+            s.dtype != torch.float32 or s.dim() != 1 or s.numel() != w.size(0) or \
+            out_dtype not in (None, torch.float32) or not (zero_points is None or (z is not None and not z.any())):
+        return False
+    name, result_type = f"%{node.name}", _value_type(node.meta["val"])
+    shaped = f"{name}.scales"  # FX names have no dots: no clash
+    writer.add_constant(shaped, s.reshape([-1] + [1] * (w.dim() - 1)).contiguous())
+    writer.lines.append(f"{name}.values : {result_type} = aten::dequantize({writer.argument(weight)})")
+    writer.lines.append(f"{name} : {result_type} = aten::mul({name}.values, {shaped})")
+    writer.names[node] = name
+    return True
+
+
+def _pt2e_spellings():
+    decomposed = getattr(torch.ops, "quantized_decomposed", None)
+    if decomposed is None or not hasattr(decomposed, "quantize_per_tensor"):
+        return {}  # nothing registered these ops: no graph can hold them
+    return {decomposed.quantize_per_tensor.default: _write_quantize_per_tensor,
+            decomposed.dequantize_per_tensor.default: _write_dequantize_per_tensor,
+            decomposed.dequantize_per_channel.default: _write_dequantize_per_channel}
+
+
 def to_ir(gm):
     """(IR text, the constant tensors its last inputs stand for) of an FX graph of ATen ops."""
     writer = _IRWriter()
-    constants, constant_nodes, placeholders, outputs = [], [], [], []
+    placeholders, outputs = [], []
+    int8_spellings = _pt2e_spellings()
     for node in gm.graph.nodes:
         val = node.meta.get("val")
+        writes_a_value = node.op == "placeholder" or (
+            node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload) and
+            bool(node.target._schema.returns))
+        if val is None and writes_a_value:
+            raise _Unsupported(f"the node {node.name} has no shape metadata (meta['val']): pass what "
+                               "torch.export.export(model, args).module() gives")
         if node.op == "placeholder":
             placeholders.append(node)
             writer.names[node] = f"%{node.name}"
@@ -162,9 +249,8 @@ def to_ir(gm):
                 tensor = getattr(tensor, part)
             if not isinstance(tensor, torch.Tensor):
                 raise _Unsupported(f"the attribute {node.target}")
-            constants.append(tensor.detach())
             writer.names[node] = f"%{node.name}"
-            constant_nodes.append(node)
+            writer.add_constant(writer.names[node], tensor.detach())
         elif node.op == "call_module" and node.target == "_guards_fn":
             continue  # torch.export's input guards: the new module gets its own
         elif node.op == "call_function" and node.target is operator.getitem:
@@ -176,6 +262,9 @@ def to_ir(gm):
         elif node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload) and \
                 not node.target._schema.returns:
             continue  # export's checks of its example inputs' metadata: the re-export makes its own
+        elif node.op == "call_function" and node.target in int8_spellings and \
+                int8_spellings[node.target](writer, node, _full_arguments(node)):
+            continue
         elif node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
             args = [writer.argument(a) for a in _full_arguments(node)]
             qualified = node.target._schema.name
@@ -200,10 +289,10 @@ def to_ir(gm):
         else:
             raise _Unsupported(f"the node {node.format_node()}")
     inputs = [f"{writer.names[p]} : {_value_type(p.meta.get('val')) or 'Tensor'}" for p in placeholders]
-    inputs += [f"{writer.names[n]} : {_tensor_type(t)}" for n, t in zip(constant_nodes, constants)]
+    inputs += [f"{name} : {_tensor_type(t)}" for name, t in writer.constant_inputs]
     text = "graph(" + ",\n      ".join(inputs) + "):\n  " + "\n  ".join(writer.lines)
     text += f"\n  return ({', '.join(outputs)})\n"
-    return text, constants
+    return text, [t for _, t in writer.constant_inputs]
 
 
 def _overload(node):
@@ -247,12 +336,21 @@ def _like_memory_format(fx, node, ins):
                             {"memory_format": _ir_memory_format(node.inputsAt(1))})
 
 
+def _dtype_constant(fx, node, ins):
+    dtype = node.inputsAt(0).type().dtype()
+    if dtype is None:
+        raise _Unsupported("prim::dtype of a tensor whose dtype the graph does not say")
+    return dtype
+
+
 # The layout ops return their input where it is already in the format (Tensor(a) -> Tensor(a)),
 # which functionalization does not take from a custom op: in FX they are ATen's contiguous, which
-# inductor turns into its own copy (or nothing).
+# inductor turns into its own copy (or nothing). prim::dtype (which a replacement may read) is a
+# constant of the specialized graph.
 _FUNCTIONAL_SPELLINGS = {
     "jitfuse::to_channels_last": _to_channels_last,
     "jitfuse::like_memory_format": _like_memory_format,
+    "prim::dtype": _dtype_constant,
 }
 
 
@@ -285,7 +383,7 @@ def from_ir(text, constants, original, owner):
                 values[out.debugName()] = fx.call_function(operator.getitem, (ins[0], i))
         elif kind in _FUNCTIONAL_SPELLINGS:
             values[outs[0].debugName()] = _FUNCTIONAL_SPELLINGS[kind](fx, node, ins)
-        elif kind.startswith(("aten::", "jitfuse::")):
+        elif kind.startswith(("aten::", "jitfuse::", "quantized_decomposed::")):
             op = _overload(node)
             twin = twins.get(kind)
             if twin:  # same arguments, a fresh result

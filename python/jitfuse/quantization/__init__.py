@@ -41,12 +41,13 @@ Version 1 files (static activations, 7-bit weights, no smoothing) still load and
 
 The package's modules: recipe (QuantConf, the file and its validation), graph (the model's
 quantizable ops, found on its FX graph), observe (prepare, calibrate), convert (the int8
-TorchScript module), autotune (which ops to keep in fp32).
+TorchScript module; export: the same as a fused torch.export program), autotune (which ops to
+keep in fp32).
 """
 from .autotune import autotune
-from .convert import convert
+from .convert import convert, export
 from .observe import calibrate, prepare
 from .recipe import FORMAT_VERSION, QuantConf, QuantConfError, native_weight_bits
 
-__all__ = ["QuantConf", "QuantConfError", "prepare", "calibrate", "convert", "autotune", "native_weight_bits",
+__all__ = ["QuantConf", "QuantConfError", "prepare", "calibrate", "convert", "export", "autotune", "native_weight_bits",
            "FORMAT_VERSION"]

@@ -1,5 +1,6 @@
 """convert: the reference int8 TorchScript module of a model under a recipe, on plain int8/uint8
-tensors with jitfuse's conversion ops, for the C++ passes to fuse."""
+tensors with jitfuse's conversion ops, for the C++ passes to fuse; export: the same graph as a
+torch.export program, fused."""
 import warnings
 
 import torch
@@ -69,7 +70,31 @@ def _smoothing(ops, conf, gm):
 def convert(model, conf, sample_input):
     """A frozen int8 TorchScript module: the reference int8 graph of `model` under `conf`'s
     recipe. Ops absent from the recipe, or marked "fp32", stay float."""
-    sample = sample_input if isinstance(sample_input, tuple) else (sample_input,)
+    sample = _as_tuple(sample_input)
+    gm = _reference_graph(model, conf, sample)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        traced = torch.jit.trace(gm, sample, check_trace=False)
+        return torch.jit.freeze(traced.eval())
+
+
+def export(model, conf, sample_input):
+    """The same reference int8 graph as convert's, as a torch.export program with jitfuse's int8
+    ops fused in (jitfuse.export.fuse_program), for torch.compile, AOTInductor
+    (jitfuse.export.package) and C++ without TorchScript."""
+    from jitfuse.export import fuse_program
+
+    sample = _as_tuple(sample_input)
+    return fuse_program(_reference_graph(model, conf, sample), sample)
+
+
+def _as_tuple(sample_input):
+    return sample_input if isinstance(sample_input, tuple) else (sample_input,)
+
+
+def _reference_graph(model, conf, sample):
+    """The model's FX graph with the recipe's int8 ops in their reference spelling: jitfuse's
+    quantize/dequantize around the float op, weights int8 with their scales beside them."""
     gm = _graph_module(model, len(sample))
     ops = _quantizable_ops(gm)
     _check_against_model(conf, ops)
@@ -110,10 +135,7 @@ def convert(model, conf, sample_input):
             pool_outputs[op.node] = dqy
     graph.lint()
     gm.recompile()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        traced = torch.jit.trace(gm, sample, check_trace=False)
-        return torch.jit.freeze(traced.eval())
+    return gm
 
 
 def _quantize_dequantize(graph, x, q):
