@@ -12,6 +12,8 @@ Variants, each built from the same eager model:
   inductor       torch.compile with freezing (fp32, bf16; --compile)
   jitfuse-compile  torch.compile(backend="jitfuse"): the same fusions without TorchScript, inductor
                  for the rest (fp32, bf16; --compile)
+  inductor-int8  PT2E (X86InductorQuantizer, static), torch.compile with freezing (int8; --compile)
+  jitfuse-pt2e   the same PT2E model, torch.compile(backend="jitfuse") (int8; --compile)
 Every int8 variant is calibrated on the same batches. OpenVINO and ONNX Runtime come with the
 [bench] extra; without them the run says so and times the rest. Each (model, batch, dtype) cell
 is one interleaved run that also times stock fp32, so every row has two ratios: to stock fp32
@@ -65,7 +67,7 @@ MODELS = {
     "bert-base": (bert_base, bert_inputs, "1,8"),
 }
 # Rows that are not an alternative to jitfuse: the anchor is the fastest of the others.
-NOT_ANCHORS = ("stock fp32", "stock", "ofi", "jitfuse", "jitfuse-compile")
+NOT_ANCHORS = ("stock fp32", "stock", "ofi", "jitfuse", "jitfuse-compile", "jitfuse-pt2e")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # torch 2.13 warns on every stock-int8 and QuantConf build (torch.ao's and the quantized dtypes'
 # deprecations) and transformers on every BERT: noise in a timing table.
@@ -166,6 +168,30 @@ def jitfuse_int8_variant(model, inputs, calibration):
                 prepared(*batch)
         qmodel = quantization.convert(prepared, conf, inputs)
     return Variant("jitfuse", qmodel, torch.float32, jitfuse_on=True)
+
+
+def pt2e_variants(model, inputs, calibration):
+    """PT2E int8 (torchao's X86InductorQuantizer, static: per-channel int8 weights, uint8
+    activations), calibrated on the same batches, compiled by inductor (its own int8 fusions, with
+    freezing) and by the jitfuse backend."""
+    import torch._inductor.config
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+    quantizer = xiq.X86InductorQuantizer()
+    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+    # functional ATen first: the quantizer refuses the in-place add_/relu_ of `out += identity`
+    program = torch.export.export(copy.deepcopy(model).eval(), inputs).run_decompositions({})
+    prepared = prepare_pt2e(program.module(), quantizer)
+    with torch.no_grad():
+        for batch in calibration:
+            prepared(*batch)
+    converted = convert_pt2e(prepared)
+    move_exported_model_to_eval(converted)
+    torch._inductor.config.freezing = True
+    return [Variant("inductor-int8", torch.compile(converted, backend="inductor", dynamic=False), torch.float32),
+            Variant("jitfuse-pt2e", torch.compile(converted, backend="jitfuse", dynamic=False), torch.float32,
+                    jitfuse_on=True)]
 
 
 def native_bf16():
@@ -272,6 +298,8 @@ def bench_group(name, batch, dtype, args):
         variants = [stock_int8_variant(name, model32, inputs, calibration),
                     *peer_variants(name, model32, inputs, dtype, calibration, args),
                     jitfuse_int8_variant(model32, inputs, calibration)]
+        if args.compile:
+            variants += pt2e_variants(model32, inputs, calibration)
         check_outputs(variants, inputs, reference, min_cos=0.99)
     elif dtype == "fp32":
         names = ("ofi", "onednn", "jitfuse") if args.full else ("onednn", "jitfuse")
@@ -313,7 +341,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calibration", type=int, default=10, help="int8 calibration batches")
     ap.add_argument("--compile", action="store_true",
-                    help="also time torch.compile: inductor with freezing and the jitfuse backend (fp32, bf16)")
+                    help="also time torch.compile: inductor with freezing and the jitfuse backend (fp32, bf16; "
+                         "int8: on a PT2E model)")
     ap.add_argument("--profile", action="store_true", help="where one jitfuse call's time goes, per group")
     ap.add_argument("--peak", action="store_true",
                     help="per cell, its FLOPs and the peak of jitfuse's own kernels on the same shapes")
