@@ -180,9 +180,7 @@ def pt2e_variants(model, inputs, calibration):
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
     quantizer = xiq.X86InductorQuantizer()
     quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
-    # functional ATen first: the quantizer refuses the in-place add_/relu_ of `out += identity`
-    program = torch.export.export(copy.deepcopy(model).eval(), inputs).run_decompositions({})
-    prepared = prepare_pt2e(program.module(), quantizer)
+    prepared = prepare_pt2e(torch.export.export(copy.deepcopy(model).eval(), inputs).module(), quantizer)
     with torch.no_grad():
         for batch in calibration:
             prepared(*batch)
