@@ -309,6 +309,14 @@ at::Tensor conv_sum(const at::Tensor& input, const at::Tensor& weight,
   return conv_forward(p, input, weight, bias, post, &other, InPlace);
 }
 
+// The in-place sum returning nothing (ops/traits.h, kWritesIntoTwins): for functionalization.
+template <int64_t D, Act A>
+void conv_sum_into(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                   const at::Tensor& other, const at::Scalar& alpha) {
+  conv_sum<D, A, true>(input, weight, bias, stride, padding, dilation, groups, other, alpha);
+}
+
 constexpr const char* kConvArgs =
     "(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, int[] dilation, "
     "int groups";
@@ -338,6 +346,12 @@ void define_conv_ops(torch::Library& m) {
   // In-place forms, for when nothing reads `other` afterwards (passes/layout.cpp decides).
   def_inplace("_sum_",      TORCH_FN((conv_sum<D, Act::none, true>)));
   def_inplace("_sum_relu_", TORCH_FN((conv_sum<D, Act::relu, true>)));
+  auto def_into = [&](const std::string& suffix, auto fn) {
+    const std::string schema = "_" + conv + suffix + kConvArgs + ", Tensor(a!) other, Scalar alpha=1) -> ()";
+    m.def(schema.c_str(), torch::dispatch(c10::DispatchKey::CPU, fn));
+  };
+  def_into("_sum_into",      TORCH_FN((conv_sum_into<D, Act::none>)));
+  def_into("_sum_relu_into", TORCH_FN((conv_sum_into<D, Act::relu>)));
 }
 
 }  // namespace

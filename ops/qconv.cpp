@@ -299,6 +299,16 @@ at::Tensor& qconv2d_sum_relu_(QCONV_ARGS, at::Tensor& other, std::optional<doubl
   return other;
 }
 
+// The same, returning nothing (ops/traits.h, kWritesIntoTwins): for functionalization.
+void qconv2d_sum_into(QCONV_ARGS, at::Tensor& other, std::optional<double> other_scale,
+                      std::optional<int64_t> other_zero_point, QCONV_OUT_ARGS) {
+  QCONV_CALL((QOther{other, other_scale, other_zero_point.value_or(0)}), false, "_qconv2d_sum_into", true);
+}
+void qconv2d_sum_relu_into(QCONV_ARGS, at::Tensor& other, std::optional<double> other_scale,
+                           std::optional<int64_t> other_zero_point, QCONV_OUT_ARGS) {
+  QCONV_CALL((QOther{other, other_scale, other_zero_point.value_or(0)}), true, "_qconv2d_sum_relu_into", true);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
@@ -317,6 +327,10 @@ TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
   m.def(("qconv2d_sum_" + args + other_ + out + "(a!)").c_str(), torch::dispatch(cpu, TORCH_FN(qconv2d_sum_)));
   m.def(("qconv2d_sum_relu_" + args + other_ + out + "(a!)").c_str(),
         torch::dispatch(cpu, TORCH_FN(qconv2d_sum_relu_)));
+  const std::string nothing = "float out_scale, int out_zero_point, ScalarType? out_dtype) -> ()";
+  m.def(("_qconv2d_sum_into" + args + other_ + nothing).c_str(), torch::dispatch(cpu, TORCH_FN(qconv2d_sum_into)));
+  m.def(("_qconv2d_sum_relu_into" + args + other_ + nothing).c_str(),
+        torch::dispatch(cpu, TORCH_FN(qconv2d_sum_relu_into)));
 }
 
 }  // namespace jitfuse

@@ -14,6 +14,12 @@ TORCH_LIBRARY_FRAGMENT(jitfuse, m) {
       pairs.push_back({std::string(out_of_place), std::string(in_place)});
     return pairs;
   });
+  m.def("_writes_into_twins() -> str[][]", []() {
+    std::vector<std::vector<std::string>> pairs;
+    for (const auto& [in_place, into] : jitfuse::traits::kWritesIntoTwins)
+      pairs.push_back({std::string(in_place), std::string(into)});
+    return pairs;
+  });
   m.def("_channels_last_ops() -> str[]", []() {
     std::vector<std::string> names;
     for (const auto& name : jitfuse::traits::kChannelsLastOps) names.emplace_back(name);

@@ -22,6 +22,19 @@ inline constexpr std::pair<std::string_view, std::string_view> kInPlaceTwins[] =
     {"jitfuse::qconv2d_sum_relu", "jitfuse::qconv2d_sum_relu_"},
 };
 
+// In-place sums and their twins that return nothing: the same arguments and the same write into
+// `other`, for graphs that functionalization reads (torch.compile, torch.export take no custom op
+// returning its mutated input). jitfuse.fx spells each in-place sum as its twin here, whose result
+// is `other`; inductor reinplaces it where nothing reads `other` afterwards.
+inline constexpr std::pair<std::string_view, std::string_view> kWritesIntoTwins[] = {
+    {"jitfuse::conv2d_sum_", "jitfuse::_conv2d_sum_into"},
+    {"jitfuse::conv2d_sum_relu_", "jitfuse::_conv2d_sum_relu_into"},
+    {"jitfuse::conv3d_sum_", "jitfuse::_conv3d_sum_into"},
+    {"jitfuse::conv3d_sum_relu_", "jitfuse::_conv3d_sum_relu_into"},
+    {"jitfuse::qconv2d_sum_", "jitfuse::_qconv2d_sum_into"},
+    {"jitfuse::qconv2d_sum_relu_", "jitfuse::_qconv2d_sum_relu_into"},
+};
+
 // Ops that compute in channels_last: oneDNN's convolutions run in NHWC here, and given a
 // channels_last (channels_last_3d) input these return their result that way too.
 // passes/layout.cpp converts such an op's input once and lets NHWC flow from one to the next

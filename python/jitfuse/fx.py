@@ -306,11 +306,17 @@ def _overload(node):
     return getattr(packet, parsed.overload_name or "default")
 
 
-def _out_of_place_twins():
-    """in-place op -> its out-of-place twin (ops/traits.h). The TorchScript executor runs the in-place
-    ops the sum_in_place pass chose; functionalization (export, compile) takes no op that returns
-    its mutated input, and inductor reuses buffers itself."""
-    return {inplace: plain for plain, inplace in _ops._in_place_twins()}
+def _writes_into_twins():
+    """in-place op -> (its twin that returns nothing, the argument it writes) (ops/traits.h). The
+    TorchScript executor runs the in-place sums the sum_in_place pass chose. Functionalization
+    (export, compile) takes no custom op that returns its mutated input, but takes one that
+    returns nothing: it becomes auto_functionalized, which inductor turns back into the in-place
+    call where nothing reads the argument afterwards, saving the copy an out-of-place sum makes."""
+    twins = {}
+    for inplace, into in _ops._writes_into_twins():
+        op = getattr(_ops, into.split("::")[1]).default
+        twins[inplace] = (op, next(i for i, a in enumerate(op._schema.arguments) if a.alias_info and a.alias_info.is_write))
+    return twins
 
 
 def _ir_memory_format(value):
@@ -369,7 +375,7 @@ def from_ir(text, constants, original, owner):
         attr = f"_jitfuse_constant_{i}"
         owner.register_buffer(attr, tensor)
         values[value.debugName()] = fx.get_attr(attr)
-    twins = _out_of_place_twins()
+    twins = _writes_into_twins()
     for node in graph.nodes():
         kind = node.kind()
         outs = list(node.outputs())
@@ -384,10 +390,7 @@ def from_ir(text, constants, original, owner):
         elif kind in _FUNCTIONAL_SPELLINGS:
             values[outs[0].debugName()] = _FUNCTIONAL_SPELLINGS[kind](fx, node, ins)
         elif kind.startswith(("aten::", "jitfuse::", "quantized_decomposed::")):
-            op = _overload(node)
-            twin = twins.get(kind)
-            if twin:  # same arguments, a fresh result
-                op = getattr(torch.ops.jitfuse, twin.split("::")[1]).default
+            op, written = twins.get(kind, (_overload(node), None))  # same arguments
             args, kwargs = [], {}
             for arg, value in zip(op._schema.arguments, ins):
                 if arg.kwarg_only:
@@ -395,7 +398,9 @@ def from_ir(text, constants, original, owner):
                 else:
                     args.append(value)
             call = fx.call_function(op, tuple(args), kwargs)
-            if len(outs) == 1:
+            if written is not None:  # the result is the argument it wrote
+                values[outs[0].debugName()] = ins[written]
+            elif len(outs) == 1:
                 values[outs[0].debugName()] = call
             else:
                 for i, out in enumerate(outs):

@@ -27,6 +27,24 @@ def node_kinds(graph):
     return kinds
 
 
+# The FX front-end's spellings of TorchScript's jitfuse ops: an in-place sum as its twin returning
+# nothing (functionalization takes no op returning its mutated input); the layout ops not at all
+# (aten.contiguous, as they may return their input).
+FX_SPELLING = {inplace.split("::")[1]: into.split("::")[1] for inplace, into in torch.ops.jitfuse._writes_into_twins()}
+LAYOUT_OPS = {"to_channels_last", "like_memory_format"}
+
+
+def fx_spelled_jitfuse_ops(kinds):
+    """Counts of a TorchScript graph's jitfuse ops (node_kinds) as the FX front-end spells them."""
+    ops = {}
+    for kind, count in kinds.items():
+        name = kind.split("::")[1]
+        if kind.startswith("jitfuse::") and name not in LAYOUT_OPS:
+            name = FX_SPELLING.get(name, name)
+            ops[name] = ops.get(name, 0) + count
+    return ops
+
+
 def optimized(model, inputs, script=False, runs=3):
     """trace (or script) + freeze, run `runs` times; returns (module, optimized graph kinds)."""
     with torch.no_grad():

@@ -14,27 +14,16 @@ import jitfuse.compile
 import jitfuse.export
 import jitfuse.fx
 from deploy_models import make_model
-from harness import TOLERANCE, max_rel_err, optimized
+from harness import TOLERANCE, fx_spelled_jitfuse_ops, max_rel_err, optimized
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
 from encoder import Encoder, bert_base  # noqa: E402
-
-# The TorchScript spellings the FX front-end writes otherwise: in-place sums as their out-of-place
-# twins (functionalization takes no op returning its mutated input), the layout ops as
-# aten.contiguous (they may return their input).
-IN_PLACE = {inplace.split("::")[1]: plain.split("::")[1] for plain, inplace in torch.ops.jitfuse._in_place_twins()}
-LAYOUT_OPS = {"to_channels_last", "like_memory_format"}
 
 
 def torchscript_fused(model, inputs):
     """The jitfuse ops of the executor's optimized plan (its types specialized, as the FX graph's are)."""
     _, kinds = optimized(model, inputs)
-    ops = collections.Counter()
-    for kind, count in kinds.items():
-        if kind.startswith("jitfuse::"):
-            name = kind.split("::")[1]
-            ops[IN_PLACE.get(name, name)] += count if name not in LAYOUT_OPS else 0
-    return +ops
+    return collections.Counter(fx_spelled_jitfuse_ops(kinds))
 
 
 def fx_ops(gm):

@@ -26,10 +26,24 @@ def test_every_in_place_twin_is_its_op_writing_into_other():
         assert b.returns[0].alias_info is not None and b.returns[0].alias_info.before_set == other.alias_info.before_set
 
 
+def test_every_writes_into_twin_is_its_in_place_op_returning_nothing():
+    # jitfuse.fx writes the in-place op as this twin and takes the written argument as its result.
+    schemas = jitfuse_schemas()
+    twins = torch.ops.jitfuse._writes_into_twins()
+    assert {in_place for in_place, _ in twins} == {in_place for _, in_place in torch.ops.jitfuse._in_place_twins()}
+    for in_place, into in twins:
+        a, b = schemas[in_place], schemas[into]
+        assert [(x.name, str(x.type), writes(x)) for x in a.arguments] == \
+            [(x.name, str(x.type), writes(x)) for x in b.arguments], into
+        assert not b.returns, into
+
+
 def test_every_op_that_writes_into_an_argument_is_a_twin_in_the_table():
-    # One the table missed would never be chosen by the pass (and one it names must exist).
+    # One the tables missed would never be chosen by the pass or spelled by jitfuse.fx (and one
+    # they name must exist).
     writers = {name for name, s in jitfuse_schemas().items() if any(writes(a) for a in s.arguments)}
-    assert writers == {in_place for _, in_place in torch.ops.jitfuse._in_place_twins()}
+    assert writers == ({in_place for _, in_place in torch.ops.jitfuse._in_place_twins()} |
+                       {into for _, into in torch.ops.jitfuse._writes_into_twins()})
 
 
 def conv_arguments(schema, dims):

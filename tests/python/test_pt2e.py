@@ -20,7 +20,7 @@ import jitfuse
 import jitfuse.compile
 import jitfuse.export
 import jitfuse.fx
-from harness import max_rel_err, node_kinds
+from harness import fx_spelled_jitfuse_ops, max_rel_err, node_kinds
 from jitfuse import QuantConf, quantization
 
 import torchao.quantization.pt2e.quantize_pt2e as pt2e
@@ -176,12 +176,7 @@ def test_quantconf_exports_the_int8_ops_of_its_torchscript_module():
         scripted = quantization.convert(prepared, conf, x)
         for _ in range(3):
             expected = scripted(x)
-        ts_ops = collections.Counter()
-        in_place = {i.split("::")[1]: p.split("::")[1] for p, i in torch.ops.jitfuse._in_place_twins()}
-        for kind, count in node_kinds(scripted.graph_for(x)).items():
-            name = kind.split("::")[1]
-            if kind.startswith("jitfuse::") and name not in ("to_channels_last", "like_memory_format"):
-                ts_ops[in_place.get(name, name)] += count
+        ts_ops = collections.Counter(fx_spelled_jitfuse_ops(node_kinds(scripted.graph_for(x))))
         program = quantization.export(prepared, conf, x)
         assert isinstance(program, torch.export.ExportedProgram)
         exported = ops(program.module(), "jitfuse")
