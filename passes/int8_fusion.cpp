@@ -173,8 +173,8 @@ struct Tail {
 };
 
 // The tails of a sum (then relu when `relu`): the added operand comes two ways, a dequantized
-// int8 tensor that the op reads directly, or a float32 tensor (either side of the add; no add_ with
-// it first: that would write into it). The op's other_scale / other_zero_point are None for a float.
+// int8 tensor that the op reads directly (either side of the add), or a float32 tensor (either
+// side; no add_ with it first: that would write into it). The op's other_scale / other_zero_point are None for a float.
 std::vector<Tail> sum_tails(const std::string& core, bool relu) {
   const std::string name = relu ? "_sum_relu" : "_sum", then = relu ? "\n%y = aten::relu{_}(%s)" : "";
   const std::string int8_other = "%other = jitfuse::dequantize_per_tensor(%qother, %other_scale, %other_zero_point)\n";
@@ -185,6 +185,11 @@ std::vector<Tail> sum_tails(const std::string& core, bool relu) {
   for (const auto& add : add_spellings(relu ? "%s" : "%y", "%core"))  // an int8 operand: the result first
     if (add.result_first)
       tails.push_back({core, name, int8_other + add.ir + then, int8_args + ", %alpha", int8_args, "", {kAlphaIsOne}});
+  // ... or the int8 operand first (PT2E adds a downsample conv's result to the other branch's
+  // dequantized one): the same sum, alpha being 1; its add_ writes into the dequantized copy,
+  // which only this add reads (the matcher takes no inner value used outside the match).
+  const std::string int8_first = std::string(relu ? "%s" : "%y") + " = aten::add{_}(%other, %core, %alpha)";
+  tails.push_back({core, name, int8_other + int8_first + then, int8_args + ", %alpha", int8_args, "", {kAlphaIsOne}});
   for (const auto& add : add_spellings(relu ? "%s" : "%y", "%core"))
     tails.push_back({core, name, add.ir + then, ", %other, %alpha", float_args, no_parameters,
                      {kAlphaIsOne, kOtherIsFloat}});

@@ -94,6 +94,11 @@ ROWS = [
     ("dequant_max_pool2d_quant",   lambda m, x, o: F.max_pool2d(x, 2),                 CONV_IN,   "qmax_pool2d",      {"aten::max_pool2d"}),
     # beyond the seed's list: a float operand added, int8 out
     ("dequant_conv_sum_quant",     lambda m, x, o: m.conv(x) + o,                      CONV_IN,   "qconv2d_sum",      {"aten::_convolution", "aten::add"}),
+    # the int8 operand first (PT2E's downsample blocks), also added into in place
+    ("dequant_conv_sum_dequant",   lambda m, x, o: deq(o) + m.conv(x),                 CONV_IN,   "qconv2d_sum",      {"aten::_convolution", "aten::add"}),
+    ("dequant_conv_sum_relu_quant", lambda m, x, o: F.relu(deq(o).add_(m.conv(x))),    CONV_IN,   "qconv2d_sum_relu", {"aten::_convolution", "aten::add_", "aten::relu"}),
+    ("dequant_conv_sum_relu",      lambda m, x, o: F.relu(deq(o).add_(m.conv(x))),     CONV_IN,   "qconv2d_sum_relu", {"aten::_convolution", "aten::add_", "aten::relu"}),
+    ("dequant_linear_sum",         lambda m, x, o: deq(o) + m.linear(x),               LINEAR_IN, "qlinear_sum",      {"aten::linear", "aten::add"}),
 ]
 
 SEED_ROWS = [r[0] for r in ROWS[:23]]
