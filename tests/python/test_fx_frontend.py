@@ -135,6 +135,13 @@ def test_compile_backend_by_name():
         torch._dynamo.reset()
         torch.testing.assert_close(torch.compile(model, backend="jitfuse")(*inputs), ref)
         torch._dynamo.reset()
+        # inductor's options reach inductor (the default wrapper is C++)
+        python_wrapper = torch.compile(model, backend="jitfuse", options={"cpp_wrapper": False})
+        torch.testing.assert_close(python_wrapper(*inputs), ref)
+        torch._dynamo.reset()
+        with pytest.raises(Exception, match="no_such_option"):
+            torch.compile(model, backend="jitfuse", options={"no_such_option": 1})(*inputs)
+        torch._dynamo.reset()
         torch.testing.assert_close(torch.compile(model, backend=recording)(*inputs), ref)
     assert fx_ops(seen[0]) == torchscript_fused(model, inputs)
     # with gradients on, weights are not constants: inductor gets the graph as it is
