@@ -174,7 +174,8 @@ struct Tail {
 
 // The tails of a sum (then relu when `relu`): the added operand comes two ways, a dequantized
 // int8 tensor that the op reads directly (either side of the add), or a float32 tensor (either
-// side; no add_ with it first: that would write into it). The op's other_scale / other_zero_point are None for a float.
+// side; no add_ with it first: that would write into it). The op's other_scale /
+// other_zero_point are None for a float.
 std::vector<Tail> sum_tails(const std::string& core, bool relu) {
   const std::string name = relu ? "_sum_relu" : "_sum", then = relu ? "\n%y = aten::relu{_}(%s)" : "";
   const std::string int8_other = "%other = jitfuse::dequantize_per_tensor(%qother, %other_scale, %other_zero_point)\n";

@@ -219,11 +219,10 @@ FAKES = [
     (["dequantize_per_tensor"], dequantize_per_tensor),
 ]
 
-# Private ops of the FX front-end's spellings (no user calls them; test_op_traits checks them).
-PRIVATE_FAKES = [
-    ([f"_conv{d}d_sum{t}_into" for d in (2, 3) for t in ("", "_relu")] +
-     ["_qconv2d_sum_into", "_qconv2d_sum_relu_into"], writes_into),
-]
+def _private_fakes():
+    """The FX front-end's private ops (no user calls them; test_op_traits checks them), by the
+    table that names them (ops/traits.h, kWritesIntoTwins)."""
+    return [([into.split("::")[1] for _, into in torch.ops.jitfuse._writes_into_twins()], writes_into)]
 
 
 def faked_ops():
@@ -231,6 +230,6 @@ def faked_ops():
 
 
 def register():
-    for names, fake in FAKES + PRIVATE_FAKES:
+    for names, fake in FAKES + _private_fakes():
         for name in names:
             torch.library.register_fake(f"jitfuse::{name}", fake)
