@@ -5,6 +5,10 @@
 #include "ops/onednn/weights.h"
 #include "ops/quantize.h"
 
+#include <functional>
+#include <string>
+#include <string_view>
+
 namespace jitfuse::onednn {
 
 Int8Output int8_output(std::optional<at::ScalarType> dtype, double scale, int64_t zero_point,
@@ -59,6 +63,19 @@ bool int8_weight_exact(const at::Tensor& qw) {
                              at::kBool);
   });
   return *exact.const_data_ptr<bool>();  // no dispatch: this runs on every call
+}
+
+at::Tensor float_weight(const at::Tensor& qw, const at::Tensor& weight_scales) {
+  // The tag names the scales by value: the same int8 weight may come with other scales.
+  const at::Tensor scales = weight_scales.to(at::kFloat).contiguous();
+  const std::string_view bytes(static_cast<const char*>(scales.const_data_ptr()),
+                               static_cast<size_t>(scales.numel()) * sizeof(float));
+  const std::string tag = "float32*" + std::to_string(std::hash<std::string_view>{}(bytes));
+  return derived_weight(qw, tag, [&] {
+    std::vector<int64_t> along_dim0(qw.dim(), 1);
+    along_dim0[0] = -1;
+    return (qw.to(at::kFloat) * scales.reshape(along_dim0)).contiguous();
+  });
 }
 
 void set_int8_attr(dnnl::primitive_attr& attr, int weight_mask, bool src_zero_point,

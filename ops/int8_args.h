@@ -42,6 +42,9 @@ bool per_channel(const at::Tensor& weight_scales);
 // (jitfuse.quantization writes 7-bit weights there). Memoized with the weight's prepacked
 // layouts (same identity and version rules).
 bool int8_weight_exact(const at::Tensor& qw);
+// The float32 weight qw * weight_scales (scales along dim 0) that the float32 fallback of an
+// inexact weight multiplies by: derived once per weight and scales, not on every call.
+at::Tensor float_weight(const at::Tensor& qw, const at::Tensor& weight_scales);
 
 // Scales and zero points as oneDNN attributes: source per tensor (a zero point only when it is
 // not 0), weight per output channel (`weight_mask`) or per tensor, output per tensor.

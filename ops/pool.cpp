@@ -4,6 +4,7 @@
 // is requantized only when the graph asked for other quantization parameters). Schemas at the
 // bottom.
 #include "ops/allocator.h"
+#include "ops/cpu.h"
 #include "ops/int8_args.h"
 #include "ops/onednn.h"
 #include "ops/quantize.h"
@@ -76,9 +77,11 @@ void pool(dnnl::algorithm alg, const at::Tensor& src, const at::Tensor& dst, con
   p.run({{DNNL_ARG_SRC, src.data_ptr()}, {DNNL_ARG_DST, dst.data_ptr()}});
 }
 
+// oneDNN has no bf16 pooling at all on CPUs without bf16 instructions (AVX2, plain AVX-512):
+// there bf16 takes ATen's vectorized kernels, in the same layout.
 bool onednn_float(const at::Tensor& x) {
   return x.device().is_cpu() && x.layout() == at::kStrided && !x.is_quantized() &&
-         (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16);
+         (x.scalar_type() == at::kFloat || (x.scalar_type() == at::kBFloat16 && cpu::native_bf16()));
 }
 
 at::Tensor max_pool2d(const at::Tensor& x, at::IntArrayRef kernel_size, at::IntArrayRef stride,

@@ -169,9 +169,9 @@ at::Tensor qconv2d_forward(const QInput& x, const at::Tensor& qw, const at::Tens
     // The convolution alone, then the sum and relu as the unfused graph does them: for an added
     // tensor that broadcasts, and for weights oneDNN would saturate on this CPU (in float32).
     at::Tensor y = exact ? qconv2d_forward(x, qw, weight_scales, bias_opt, stride, padding, dilation, groups, {}, false, {})
-                         : at::conv2d(quantize::dequantize(x.values, x.scale, x.zero_point),
-                                      qw.to(at::kFloat) * weight_scales.reshape({-1, 1, 1, 1}), given_bias,
-                                      p.stride, p.padding, p.dilation, groups);
+                         : at::conv2d(onednn::to_channels_last(quantize::dequantize(x.values, x.scale, x.zero_point)),
+                                      onednn::float_weight(qw, weight_scales), given_bias, p.stride,
+                                      p.padding, p.dilation, groups);
     if (other.defined()) y = y + other;
     if (relu) y.relu_();
     return onednn::as_output(y, out);

@@ -47,6 +47,14 @@ at::Tensor contiguous_bias(const std::optional<at::Tensor>& bias) {
   return bias && bias->defined() ? bias->contiguous() : at::Tensor();
 }
 
+// x @ w^T (+ bias) in float32, x (m, k), into a buffer of jitfuse's block cache (ATen's own
+// would be fresh pages from the kernel on every call): the fallback of inexact int8 weights.
+at::Tensor float_product(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
+  at::Tensor y = memory::empty({x.size(0), w.size(0)}, x.options().dtype(at::kFloat));
+  if (bias.defined()) return at::addmm_out(y, bias, x, w.t());
+  return at::mm_out(y, x, w.t());
+}
+
 // The float32 activation the unfused graph applies after the product (undef: none), in place.
 at::Tensor apply(algorithm eltwise, at::Tensor y) {
   if (eltwise == algorithm::eltwise_relu) return y.relu_();
@@ -81,7 +89,7 @@ at::Tensor qlinear_forward(const at::Tensor& qx, double x_scale, int64_t x_zero_
     // added tensor that broadcasts, and for weights oneDNN would saturate on this CPU (in float32).
     at::Tensor y = exact ? qlinear_forward(qx, x_scale, x_zero_point, qw, weight_scales, bias_opt, {}, algorithm::undef, {})
                          : at::linear(quantize::dequantize(qx, x_scale, x_zero_point),
-                                      qw.to(at::kFloat) * weight_scales.reshape({-1, 1}), bias_opt);
+                                      onednn::float_weight(qw, weight_scales), bias_opt);
     if (other.defined()) y = y + other;
     return onednn::as_output(apply(eltwise, y), out);
   }
@@ -222,9 +230,9 @@ at::Tensor rows_product(const quantize::Rows& rows, const at::Tensor& qw, const 
     return y;
   };
   if (!onednn::int8_weight_exact(qw) || m == 0) {  // weights oneDNN would saturate here: float32
-    const at::Tensor xd = (src.to(at::kFloat) - rows.zero_points.view({-1, 1})) * rows.scales.view({-1, 1});
-    const at::Tensor y = at::linear(xd, qw.to(at::kFloat) * scales.view({-1, 1}), bias.defined() ? bias : std::optional<at::Tensor>());
-    return all_rows(apply(eltwise, y).contiguous());
+    at::Tensor xd = memory::empty({m, k}, src.options().dtype(at::kFloat)).copy_(src);
+    xd.sub_(rows.zero_points.view({-1, 1})).mul_(rows.scales.view({-1, 1}));
+    return all_rows(apply(eltwise, float_product(xd, onednn::float_weight(qw, scales), bias)));
   }
   at::Tensor dst = memory::empty({m, n}, src.options().dtype(at::kFloat));
   onednn::Key key;

