@@ -2,7 +2,8 @@
 # Builds jitfuse against another torch release in its own venv (.venv-torch<VERSION>) and runs the
 # Python tests there: `bash scripts/test_torch_version.sh 2.15.0 [pytest args]`. The package pins
 # torch 2.13.0 (a wheel is tied to the torch it was built against), so jitfuse is installed with
-# --no-deps. Not part of CI: PyPI's builds of newer torch are CUDA builds (5.7 GB in the venv).
+# --no-deps. CI (.ci/run) runs it for 2.15.0 where a CUDA toolkit is found: PyPI's builds of newer
+# torch are CUDA builds (5.7 GB in the venv), whose CMake files ask for one.
 set -euo pipefail
 VERSION="${1:?usage: scripts/test_torch_version.sh VERSION [pytest args]}"
 shift
