@@ -4,7 +4,7 @@ some sentences and judged on others. Randomly initialized transformers hide what
 carry: a few activation channels with outliers, which one uint8 scale per tensor cannot hold
 (min cosine 0.991 that way); rows quantized at run time, smoothed where they read a LayerNorm,
 keep >= 0.999 with 8-bit weights (CPUs with VNNI or AMX); the 7-bit weights of CPUs without
-VNNI keep >= 0.998 (0.9984 on an AMD EPYC with AVX2 only)."""
+VNNI keep >= 0.998 (0.9984 on an AMD EPYC with AVX2 only: short of 0.999, a known miss there)."""
 import importlib.util
 import os
 import zipfile
